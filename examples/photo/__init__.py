@@ -1,0 +1,1 @@
+"""Photo check demo: small digit images and an ONNX classifier."""

@@ -1,0 +1,1 @@
+"""Session-aware on-device re-ranking demo: synthetic clickstreams, reference features, ranker."""

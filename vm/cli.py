@@ -1,0 +1,173 @@
+"""``edgevm``: keygen, pack, inspect and run bundles from the command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from vm.errors import BadInput, EdgeError
+
+
+def _print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2, sort_keys=True, default=str))
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from vm import keys
+
+    ids = keys.generate(args.out)
+    print(f"wrote keys to {args.out}")
+    print(f"  server: {keys.SIGNING_FILE} (secret, 0600, sign key id {ids['sign_key_id']}), "
+          f"{keys.SEAL_FILE} (seal key id {ids['seal_key_id']})")
+    print(f"  device: {keys.DEVICE_FILE} (secret, 0600: pinned verify key + decrypt key), "
+          f"{keys.VERIFY_FILE}, {keys.OPEN_FILE}")
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from vm.packer import PackError, pack
+
+    quantize = {}
+    for item in args.quantize or []:
+        name, _, mode = item.partition("=")
+        if not mode:
+            raise BadInput(f"--quantize expects NAME=MODE (fp32, fp16, uint8), got {item!r}")
+        quantize[name] = mode
+    try:
+        result = pack(args.src, args.keys, args.output, targets=args.target,
+                      skip_source_policy=args.unsafe_skip_source_policy, quantize=quantize)
+    except PackError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(exc.one_line(), file=sys.stderr)
+        return 1
+    targets = ", ".join(f"{t['python']} ({t['magic']})" for t in result.targets)
+    print(f"packed {result.path} ({result.size} bytes): modules {', '.join(result.modules)}; targets {targets}")
+    if args.unsafe_skip_source_policy:
+        print("WARNING: the source policy was skipped (--unsafe-skip-source-policy)", file=sys.stderr)
+    for name, report in result.quantization.items():
+        print(f"  model {name}: {json.dumps(report, sort_keys=True)}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from vm import keys, loader
+    from vm.runtime import DEFAULTS
+
+    data = Path(args.bundle).read_bytes()
+    device = keys.load_device(args.keys) if args.keys else None
+    info = loader.read_header(data, device, max_size=DEFAULTS["max_bundle_bytes"])
+    if device is not None:
+        bundle = loader.open_bundle(data, device, max_size=DEFAULTS["max_bundle_bytes"])
+        manifest = {k: v for k, v in bundle.manifest.items()}
+        info["manifest"] = manifest
+        info["contents"] = {
+            "modules": {name: {"file": bundle.manifest["modules"][name]["file"],
+                               "code_objects": _count_code(code)} for name, code in sorted(bundle.codes.items())},
+            "models": {name: {"bytes": len(data)} for name, data in sorted(bundle.models.items())},
+            "bytecode_check": "passed",
+        }
+        if bundle.models:
+            from vm import models
+
+            profile = models.DeviceProfile.from_config(None)
+            for name, session in models.load_models(bundle.models, profile).items():
+                info["contents"]["models"][name].update(inputs=session.inputs, outputs=session.outputs)
+    _print_json(info)
+    return 0
+
+
+def _count_code(code: Any) -> int:
+    import types
+
+    return 1 + sum(_count_code(c) for c in code.co_consts if isinstance(c, types.CodeType))
+
+
+def _read_input(path: str) -> Any:
+    import msgpack
+
+    p = Path(path)
+    raw = sys.stdin.buffer.read() if path == "-" else p.read_bytes()
+    if p.suffix == ".msgpack":
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BadInput(f"input {path} is not valid JSON: {exc}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from vm.runtime import Runtime
+
+    inputs = _read_input(args.input)
+    config: dict[str, Any] = {"keys": args.keys, "deadline_ms": args.deadline_ms}
+    with Runtime(config) as rt:
+        rt.load(args.bundle)
+        repeat = max(1, args.repeat)
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            result = rt.infer(args.system, args.business, inputs)
+            times.append((time.perf_counter() - t0) * 1000)
+    _print_json(result)
+    if args.repeat > 1:
+        times.sort()
+        print(f"# {repeat} runs: p50 {times[len(times) // 2]:.3f} ms, min {times[0]:.3f} ms", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgevm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("keygen", help="write a new server and device key set")
+    p.add_argument("--out", required=True, help="directory to write the keys to")
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("pack", help="compile, check, encrypt and sign a bundle")
+    p.add_argument("src", help="directory with bundle.json and the scripts")
+    p.add_argument("--keys", required=True, help="keygen directory (server keys)")
+    p.add_argument("-o", "--output", required=True, help="bundle file to write (.evb)")
+    p.add_argument("--target", action="append", help="CPython version to compile for (repeatable); "
+                                                      "default: every CPython >= 3.11 found")
+    p.add_argument("--quantize", action="append", metavar="MODEL=MODE",
+                   help="quantise a model: fp32, fp16 or uint8 (repeatable)")
+    p.add_argument("--unsafe-skip-source-policy", action="store_true",
+                   help="do not check sources (for tests and audits of the load-time check only)")
+    p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("inspect", help="show a bundle's header, key ids, targets and signature")
+    p.add_argument("bundle")
+    p.add_argument("--keys", help="device keys: also verify, decrypt and list the contents")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("run", help="load and run a bundle as the device would")
+    p.add_argument("bundle")
+    p.add_argument("--keys", required=True, help="device keys (keygen directory or device.json)")
+    p.add_argument("--system", required=True)
+    p.add_argument("--business", required=True)
+    p.add_argument("--input", required=True, help="input file (.json or .msgpack; - for JSON on stdin)")
+    p.add_argument("--deadline-ms", type=int, default=1000)
+    p.add_argument("--repeat", type=int, default=1, help="run N times and report latency on stderr")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except EdgeError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error[bad_input/1]: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

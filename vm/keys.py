@@ -1,0 +1,183 @@
+"""Key material: generation, files, key ids, and the device keyring.
+
+The server holds the Ed25519 signing key and the X25519 *public* key it seals bundles to; the
+device holds the Ed25519 verify key(s) it pins and the X25519 *secret* key(s) it opens bundles
+with. Every key has an 8-byte id (BLAKE2b of the public key) so keys can rotate: a device may
+pin several verify keys and hold several decrypt keys. Secret files are written with mode 0600,
+and no ``repr`` or error message ever contains key bytes.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nacl.encoding import RawEncoder
+from nacl.hash import blake2b
+from nacl.public import PrivateKey, PublicKey
+from nacl.signing import SigningKey, VerifyKey
+
+from vm.errors import BadInput, NotFound
+
+KEY_ID_LEN = 8
+SIGNING_FILE, VERIFY_FILE, SEAL_FILE, OPEN_FILE, DEVICE_FILE = (
+    "signing.key", "verify.pub", "seal.pub", "open.key", "device.json")
+
+
+def key_id(public: bytes) -> bytes:
+    """The 8-byte id of a public key."""
+    return blake2b(public, digest_size=KEY_ID_LEN, encoder=RawEncoder)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any, what: str, size: int) -> bytes:
+    if isinstance(text, (bytes, bytearray)):
+        raw = bytes(text)
+    else:
+        try:
+            raw = base64.b64decode(str(text), validate=True)
+        except ValueError:
+            raise BadInput(f"{what}: not valid base64") from None
+    if len(raw) != size:
+        raise BadInput(f"{what}: expected {size} bytes, got {len(raw)}")
+    return raw
+
+
+def _write(path: Path, doc: dict, secret: bool) -> None:
+    data = (json.dumps(doc, indent=2) + "\n").encode()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    fd = os.open(path, flags, 0o600 if secret else 0o644)
+    try:
+        if secret:
+            os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class ServerKeys:
+    """What ``edgevm pack`` needs: sign, and seal to the device's public key."""
+
+    signing: SigningKey
+    seal_to: PublicKey
+
+    @property
+    def sign_key_id(self) -> bytes:
+        return key_id(bytes(self.signing.verify_key))
+
+    @property
+    def seal_key_id(self) -> bytes:
+        return key_id(bytes(self.seal_to))
+
+    def __repr__(self) -> str:
+        return f"ServerKeys(sign={self.sign_key_id.hex()}, seal={self.seal_key_id.hex()})"
+
+
+@dataclass(frozen=True)
+class DeviceKeys:
+    """What a device needs: pinned verify keys and its decrypt keys, each by id."""
+
+    verify: dict[bytes, VerifyKey]
+    decrypt: dict[bytes, PrivateKey]
+
+    def __repr__(self) -> str:
+        return (f"DeviceKeys(verify={[k.hex() for k in self.verify]}, "
+                f"decrypt={[k.hex() for k in self.decrypt]})")
+
+
+def generate(out_dir: str | Path) -> dict[str, str]:
+    """Write a fresh key set into ``out_dir``; returns the key ids (hex)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    signing = SigningKey.generate()
+    box = PrivateKey.generate()
+    verify_raw, seal_raw = bytes(signing.verify_key), bytes(box.public_key)
+    sid, eid = key_id(verify_raw).hex(), key_id(seal_raw).hex()
+    verify_doc = {"type": "ed25519-verify", "key_id": sid, "key": _b64(verify_raw)}
+    open_doc = {"type": "x25519-secret", "key_id": eid, "key": _b64(bytes(box))}
+    _write(out / SIGNING_FILE, {"type": "ed25519-signing", "key_id": sid, "seed": _b64(bytes(signing))}, True)
+    _write(out / VERIFY_FILE, verify_doc, False)
+    _write(out / SEAL_FILE, {"type": "x25519-public", "key_id": eid, "key": _b64(seal_raw)}, False)
+    _write(out / OPEN_FILE, open_doc, True)
+    _write(out / DEVICE_FILE, {"verify": [verify_doc], "decrypt": [open_doc]}, True)
+    return {"sign_key_id": sid, "seal_key_id": eid}
+
+
+def _read(path: Path, kind: str) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NotFound(f"key file {path} not found") from None
+    except ValueError:
+        raise BadInput(f"key file {path} is not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("type") != kind:
+        raise BadInput(f"key file {path} is not a {kind} key")
+    return doc
+
+
+def load_server(keys_dir: str | Path) -> ServerKeys:
+    """The signing key and the sealing public key from a keygen directory."""
+    d = Path(keys_dir)
+    sdoc = _read(d / SIGNING_FILE, "ed25519-signing")
+    pdoc = _read(d / SEAL_FILE, "x25519-public")
+    signing = SigningKey(_unb64(sdoc.get("seed"), "signing key", 32))
+    return ServerKeys(signing=signing, seal_to=PublicKey(_unb64(pdoc.get("key"), "seal key", 32)))
+
+
+def _device_from_doc(doc: Any) -> DeviceKeys:
+    if not isinstance(doc, dict):
+        raise BadInput("device keyring must be a JSON object with 'verify' and 'decrypt' lists")
+    verify: dict[bytes, VerifyKey] = {}
+    decrypt: dict[bytes, PrivateKey] = {}
+    for entry in _as_list(doc.get("verify")):
+        raw = _unb64(entry.get("key") if isinstance(entry, dict) else entry, "verify key", 32)
+        verify[key_id(raw)] = VerifyKey(raw)
+    for entry in _as_list(doc.get("decrypt")):
+        raw = _unb64(entry.get("key") if isinstance(entry, dict) else entry, "decrypt key", 32)
+        secret = PrivateKey(raw)
+        decrypt[key_id(bytes(secret.public_key))] = secret
+    if not verify:
+        raise BadInput("device keyring has no verify key")
+    if not decrypt:
+        raise BadInput("device keyring has no decrypt key")
+    return DeviceKeys(verify=verify, decrypt=decrypt)
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def load_device(spec: Any) -> DeviceKeys:
+    """The device keyring from a keygen directory, a ``device.json`` path, its bytes, or a dict
+    ``{"verify": [...], "decrypt": [...]}`` of base64 keys (or ``{"key": ...}`` entries)."""
+    if isinstance(spec, DeviceKeys):
+        return spec
+    if isinstance(spec, dict):
+        return _device_from_doc(spec)
+    if isinstance(spec, (bytes, bytearray, memoryview)):
+        try:
+            return _device_from_doc(json.loads(bytes(spec)))
+        except ValueError:
+            raise BadInput("device keyring bytes are not valid JSON") from None
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        if path.is_dir():
+            path = path / DEVICE_FILE
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise NotFound(f"device keyring {path} not found") from None
+        try:
+            return _device_from_doc(json.loads(text))
+        except ValueError:
+            raise BadInput(f"device keyring {path} is not valid JSON") from None
+    raise BadInput(f"'keys' must be a directory, a device.json path, bytes or a dict, not {type(spec).__name__}")

@@ -1,0 +1,166 @@
+"""Opcode allowlists per CPython version, and the table the C scanner reads.
+
+Every opcode the compiler emits for ordinary code is allowed, except the few that serve the
+interactive prompt or ``import *`` (``PRINT_EXPR``, ``IMPORT_STAR`` and their 3.12+ intrinsic
+forms). Specialised, instrumented and internal opcodes never appear in freshly compiled code, so
+they are refused: a code object that contains one was built by hand.
+"""
+from __future__ import annotations
+
+import opcode
+import struct
+import sys
+
+# Opcodes CPython 3.11-3.13 emit for ordinary code (the union; each version uses its subset).
+_COMMON = {
+    "NOP", "POP_TOP", "PUSH_NULL", "COPY", "SWAP", "RESUME", "EXTENDED_ARG", "CACHE",
+    "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "UNARY_POSITIVE", "TO_BOOL",
+    "BINARY_OP", "BINARY_SUBSCR", "BINARY_SLICE", "STORE_SUBSCR", "STORE_SLICE", "DELETE_SUBSCR",
+    "COMPARE_OP", "IS_OP", "CONTAINS_OP",
+    "BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP", "BUILD_STRING",
+    "BUILD_SLICE", "LIST_APPEND", "SET_ADD", "MAP_ADD", "LIST_EXTEND", "SET_UPDATE", "DICT_UPDATE",
+    "DICT_MERGE", "LIST_TO_TUPLE", "UNPACK_SEQUENCE", "UNPACK_EX",
+    "LOAD_CONST", "RETURN_CONST", "KW_NAMES",
+    "LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR", "LOAD_FAST_LOAD_FAST", "STORE_FAST",
+    "STORE_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST", "DELETE_FAST",
+    "MAKE_CELL", "LOAD_CLOSURE", "LOAD_DEREF", "STORE_DEREF", "DELETE_DEREF", "LOAD_CLASSDEREF",
+    "COPY_FREE_VARS", "LOAD_FROM_DICT_OR_DEREF", "LOAD_FROM_DICT_OR_GLOBALS", "LOAD_LOCALS",
+    "LOAD_NAME", "STORE_NAME", "DELETE_NAME", "LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL",
+    "LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR", "LOAD_SUPER_ATTR",
+    "IMPORT_NAME", "IMPORT_FROM",
+    "PRECALL", "CALL", "CALL_KW", "CALL_FUNCTION_EX", "CALL_INTRINSIC_1", "CALL_INTRINSIC_2",
+    "MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE", "LOAD_BUILD_CLASS", "SETUP_ANNOTATIONS",
+    "RETURN_VALUE", "RETURN_GENERATOR", "YIELD_VALUE", "SEND", "END_SEND", "GET_YIELD_FROM_ITER",
+    "ASYNC_GEN_WRAP", "GET_AWAITABLE", "GET_AITER", "GET_ANEXT", "END_ASYNC_FOR", "CLEANUP_THROW",
+    "BEFORE_WITH", "BEFORE_ASYNC_WITH", "WITH_EXCEPT_START",
+    "GET_ITER", "FOR_ITER", "END_FOR", "GET_LEN",
+    "JUMP_FORWARD", "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT", "JUMP_IF_FALSE_OR_POP",
+    "JUMP_IF_TRUE_OR_POP", "POP_JUMP_IF_FALSE", "POP_JUMP_IF_TRUE", "POP_JUMP_IF_NONE",
+    "POP_JUMP_IF_NOT_NONE", "POP_JUMP_FORWARD_IF_FALSE", "POP_JUMP_FORWARD_IF_TRUE",
+    "POP_JUMP_FORWARD_IF_NONE", "POP_JUMP_FORWARD_IF_NOT_NONE", "POP_JUMP_BACKWARD_IF_FALSE",
+    "POP_JUMP_BACKWARD_IF_TRUE", "POP_JUMP_BACKWARD_IF_NONE", "POP_JUMP_BACKWARD_IF_NOT_NONE",
+    "RAISE_VARARGS", "RERAISE", "PUSH_EXC_INFO", "POP_EXCEPT", "CHECK_EXC_MATCH", "CHECK_EG_MATCH",
+    "PREP_RERAISE_STAR", "LOAD_ASSERTION_ERROR",
+    "FORMAT_VALUE", "CONVERT_VALUE", "FORMAT_SIMPLE", "FORMAT_WITH_SPEC",
+    "MATCH_CLASS", "MATCH_MAPPING", "MATCH_SEQUENCE", "MATCH_KEYS",
+    "EXIT_INIT_CHECK",
+}
+# Refused: the interactive prompt's printer and star imports.
+REFUSED = {"PRINT_EXPR", "IMPORT_STAR"}
+ALLOWED: frozenset[str] = frozenset(_COMMON - REFUSED)
+
+# Name classes reported by the scanner (matched in vm/bytecode_verifier.py).
+NC_GLOBAL_LOAD, NC_GLOBAL_STORE, NC_ATTR_LOAD, NC_ATTR_STORE, NC_IMPORT, NC_IMPORT_FROM, NC_MATCH_CLASS = range(1, 8)
+_NAME_CLASS = {
+    "LOAD_NAME": NC_GLOBAL_LOAD, "LOAD_GLOBAL": NC_GLOBAL_LOAD, "LOAD_FROM_DICT_OR_GLOBALS": NC_GLOBAL_LOAD,
+    "STORE_NAME": NC_GLOBAL_STORE, "STORE_GLOBAL": NC_GLOBAL_STORE,
+    "DELETE_NAME": NC_GLOBAL_STORE, "DELETE_GLOBAL": NC_GLOBAL_STORE,
+    "LOAD_ATTR": NC_ATTR_LOAD, "LOAD_METHOD": NC_ATTR_LOAD, "LOAD_SUPER_ATTR": NC_ATTR_LOAD,
+    "STORE_ATTR": NC_ATTR_STORE, "DELETE_ATTR": NC_ATTR_STORE,
+    "IMPORT_NAME": NC_IMPORT, "IMPORT_FROM": NC_IMPORT_FROM,
+}
+
+(ARG_NONE, ARG_CONST, ARG_NAME, ARG_LOCAL, ARG_LOCAL_PAIR, ARG_FREE_COUNT, ARG_JUMP_FWD, ARG_JUMP_BWD, ARG_ENUM,
+ ARG_REPORT) = range(10)
+
+_ROW = struct.Struct("<BBBBBBH")  # allowed, caches, argkind, shift, name_class, deny_mask, max
+
+
+def _cache_entries(name: str) -> int:
+    entries = getattr(opcode, "_inline_cache_entries", None)
+    if isinstance(entries, dict):
+        return entries.get(name, 0)
+    if entries is not None:
+        return entries[opcode.opmap[name]]
+    return 0
+
+
+def _name_shift(name: str, version: tuple[int, int]) -> int:
+    if name == "LOAD_GLOBAL":
+        return 1
+    if name == "LOAD_ATTR" and version >= (3, 12):
+        return 1
+    if name == "LOAD_SUPER_ATTR":
+        return 2
+    return 0
+
+
+def _enum(name: str, version: tuple[int, int]) -> tuple[int, int, int] | None:
+    """(shift, max, deny_mask) for operands that index a fixed table in the interpreter."""
+    if name == "BINARY_OP":
+        return 0, len(opcode._nb_ops) - 1, 0
+    if name == "COMPARE_OP":
+        shift = {(3, 11): 0, (3, 12): 4}.get(version, 5)
+        return shift, len(opcode.cmp_op) - 1, 0
+    if name == "CALL_INTRINSIC_1":
+        # 0 invalid, 1 INTRINSIC_PRINT (interactive), 2 INTRINSIC_IMPORT_STAR
+        return 0, len(opcode._intrinsic_1_descs) - 1, 0b111
+    if name == "CALL_INTRINSIC_2":
+        return 0, len(opcode._intrinsic_2_descs) - 1, 0b1
+    if name == "CONVERT_VALUE":
+        return 0, 3, 0b1
+    if name == "FORMAT_VALUE":
+        return 0, 7, 0
+    if name == "RAISE_VARARGS":
+        return 0, 2, 0
+    if name in ("IS_OP", "CONTAINS_OP", "CALL_FUNCTION_EX"):
+        return 0, 1, 0
+    if name == "MAKE_FUNCTION":
+        return 0, 15 if version < (3, 13) else 0, 0
+    if name == "SET_FUNCTION_ATTRIBUTE":
+        return 0, 8, 0
+    return None
+
+
+def _argkind(name: str, code: int, version: tuple[int, int]) -> int:
+    if name == "MATCH_CLASS":
+        return ARG_REPORT  # its keyword attribute names come from a constant tuple, not co_names
+    if name in ("LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST"):
+        return ARG_LOCAL_PAIR
+    if name == "COPY_FREE_VARS":
+        return ARG_FREE_COUNT
+    if code in opcode.hasconst:
+        return ARG_CONST
+    if code in opcode.hasname:
+        return ARG_NAME
+    if code in opcode.haslocal or code in opcode.hasfree:
+        return ARG_LOCAL
+    if code in opcode.hasjrel:
+        return ARG_JUMP_BWD if "BACKWARD" in name else ARG_JUMP_FWD
+    if getattr(opcode, "hasjabs", None) and code in opcode.hasjabs:
+        raise RuntimeError(f"absolute jumps are not supported: {name}")
+    if _enum(name, version) is not None:
+        return ARG_ENUM
+    return ARG_NONE
+
+
+def build_table(version: tuple[int, int] | None = None) -> bytes:
+    """The 256-row table for the running interpreter's ``opcode`` module."""
+    version = version or sys.version_info[:2]
+    rows = [_ROW.pack(0, 0, 0, 0, 0, 0, 0)] * 256
+    for name, code in opcode.opmap.items():
+        if code >= 256 or name not in ALLOWED or name == "CACHE":
+            continue
+        kind = _argkind(name, code, version)
+        shift, maximum, deny = 0, 0, 0
+        if kind == ARG_NAME:
+            shift = _name_shift(name, version)
+        elif kind == ARG_ENUM:
+            shift, maximum, deny = _enum(name, version)  # type: ignore[misc]
+        nclass = NC_MATCH_CLASS if kind == ARG_REPORT else _NAME_CLASS.get(name, 0) if kind == ARG_NAME else 0
+        rows[code] = _ROW.pack(1, _cache_entries(name), kind, shift, nclass, deny, maximum)
+    return b"".join(rows)
+
+
+EXTENDED_ARG: int = opcode.opmap["EXTENDED_ARG"]
+LOAD_CONST: int = opcode.opmap["LOAD_CONST"]
+LOAD_NAME: int = opcode.opmap["LOAD_NAME"]
+STORE_SUBSCR: int = opcode.opmap["STORE_SUBSCR"]
+TABLE: bytes = build_table()
+# An exhausted FOR_ITER jumps past the END_FOR it targets (3.12) and the POP_TOP after it (3.13).
+FOR_ITER_CHECK: tuple[int, int, int, int] = (
+    opcode.opmap["FOR_ITER"],
+    opcode.opmap.get("END_FOR", -1),
+    opcode.opmap["POP_TOP"],
+    {(3, 11): 0, (3, 12): 1}.get(sys.version_info[:2], 2),
+)
