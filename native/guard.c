@@ -6,7 +6,7 @@
  *   memory_install()                    hook the raw allocator and the arena allocator
  *   budget_begin(limit) / budget_end()  per-thread memory budget for one script call
  *   freeze_type(cls)                    make a shared library class immutable (no monkeypatching)
- *   scan_code(...)                      the bytecode verifier's fast structural pass
+ *   verify_tree(...)                    the bytecode verifier's pass over a module's code objects
  *
  * The GIL serialises run_guarded and raise_unless_done: both are C functions that run no Python
  * bytecode in between their checks and their effects, so an asynchronous exception can only be
@@ -231,35 +231,50 @@ freeze_type(PyObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* ---------------------------------------------------------------- bytecode structure */
+/* ---------------------------------------------------------------- bytecode verification */
 
 /* One 8-byte row per opcode, built by vm/opcodes.py for the running interpreter. */
 enum {
     ARG_NONE = 0,
     ARG_CONST = 1,      /* index into co_consts */
-    ARG_NAME = 2,       /* (oparg >> shift) indexes co_names; reported to the caller */
+    ARG_NAME = 2,       /* (oparg >> shift) indexes co_names; checked by name class */
     ARG_LOCAL = 3,      /* index into the fast locals (co_varnames + cells + free vars) */
     ARG_LOCAL_PAIR = 4, /* two 4-bit local indices */
     ARG_FREE_COUNT = 5, /* oparg <= number of free variables */
     ARG_JUMP_FWD = 6,   /* relative forward jump in code units, after the inline caches */
     ARG_JUMP_BWD = 7,   /* relative backward jump */
     ARG_ENUM = 8,       /* (oparg >> shift) <= max and not in deny_mask */
-    ARG_REPORT = 9,     /* no operand check; reported to the caller with the previous instruction */
+    ARG_REPORT = 9,     /* no operand check; always reported to the caller */
 };
+
+/* Name classes (vm/opcodes.py NC_*). */
+enum { NC_GLOBAL_LOAD = 1, NC_GLOBAL_STORE = 2, NC_ATTR_LOAD = 3, NC_ATTR_STORE = 4 };
 
 typedef struct {
     uint8_t allowed, caches, argkind, shift, name_class, deny_mask;
     uint16_t max;
 } oprow_t;
 
+typedef struct {
+    const oprow_t *rows;
+    int ext_arg_op, for_iter_op, end_for_op, pop_top_op, for_iter_skip;
+    PyObject *filename;    /* every code object must carry this file name */
+    PyObject *attr_special; /* attribute names never accepted without the caller's judgement */
+    PyObject *protected_;   /* global names never accepted without the caller's judgement */
+    PyObject *reports;      /* list of (code, offset, name_class, name, prev_op, prev_arg) */
+} verifier_t;
+
 static int
-scan_fail(Py_ssize_t unit, const char *msg, int op)
+fail_at(PyObject *code, Py_ssize_t unit, const char *msg, int op)
 {
-    PyErr_Format(PyExc_ValueError, "offset %zd: %s (opcode %d)", unit * 2, msg, op);
+    PyObject *qual = PyObject_GetAttrString(code, "co_qualname");
+    PyErr_Format(PyExc_ValueError, "in %U at offset %zd: %s (opcode %d)", qual ? qual : Py_None, unit * 2, msg,
+                 op);
+    Py_XDECREF(qual);
     return -1;
 }
 
-/* Parse the varint format of co_exceptiontable (CPython 3.11-3.13). */
+/* Parse one varint of co_exceptiontable (CPython 3.11-3.13). */
 static int
 read_varint(const uint8_t *p, Py_ssize_t n, Py_ssize_t *pos, long *out)
 {
@@ -277,143 +292,206 @@ read_varint(const uint8_t *p, Py_ssize_t n, Py_ssize_t *pos, long *out)
     return 0;
 }
 
-static PyObject *
-scan_code(PyObject *self, PyObject *args)
+/* Accept the ordinary case without the caller; report anything that needs vm.policy's judgement. */
+static int
+name_needs_judgement(verifier_t *v, int nclass, PyObject *name)
 {
-    Py_buffer code, exc, table;
-    Py_ssize_t nconsts, nnames, nlocals, nfree;
-    int ext_arg_op, for_iter_op, end_for_op, pop_top_op, for_iter_skip;
-    PyObject *result = NULL;
-    uint8_t *is_start = NULL;
-
-    if (!PyArg_ParseTuple(args, "y*y*y*nnnni(iiii)", &code, &exc, &table, &nconsts, &nnames, &nlocals, &nfree,
-                          &ext_arg_op, &for_iter_op, &end_for_op, &pop_top_op, &for_iter_skip))
-        return NULL;
-    const uint8_t *co = code.buf;
-    Py_ssize_t nunits = code.len / 2;
-    const oprow_t *rows = table.buf;
-
-    if (table.len != 256 * (Py_ssize_t)sizeof(oprow_t)) {
-        PyErr_SetString(PyExc_ValueError, "bad opcode table");
-        goto done;
+    Py_ssize_t len = PyUnicode_GET_LENGTH(name);
+    Py_UCS4 c0 = len > 0 ? PyUnicode_READ_CHAR(name, 0) : 0;
+    Py_UCS4 c1 = len > 1 ? PyUnicode_READ_CHAR(name, 1) : 0;
+    int r;
+    switch (nclass) {
+    case NC_ATTR_LOAD:
+    case NC_ATTR_STORE:
+        if (c0 == '_')
+            return 1;
+        r = PySet_Contains(v->attr_special, name);
+        return r; /* 1, 0 or -1 */
+    case NC_GLOBAL_LOAD:
+        return c0 == '_' && c1 == '_';
+    case NC_GLOBAL_STORE:
+        if (c0 == '_' && c1 == '_')
+            return 1;
+        return PySet_Contains(v->protected_, name);
+    default:
+        return 1; /* imports, match-class patterns: always judged by the caller */
     }
-    if (code.len % 2 || nunits == 0) {
-        PyErr_SetString(PyExc_ValueError, "co_code length is not a positive even number");
-        goto done;
+}
+
+static int
+report(verifier_t *v, PyObject *code, Py_ssize_t unit, int nclass, PyObject *name, int prev_op, long prev_arg)
+{
+    PyObject *t = Py_BuildValue("(OniOil)", code, unit * 2, nclass, name ? name : Py_None, prev_op, prev_arg);
+    if (!t)
+        return -1;
+    int rc = PyList_Append(v->reports, t);
+    Py_DECREF(t);
+    return rc;
+}
+
+static int
+check_const(PyObject *c, int depth)
+{
+    if (c == Py_None || c == Py_Ellipsis || PyBool_Check(c) || PyLong_CheckExact(c) || PyFloat_CheckExact(c) ||
+        PyComplex_CheckExact(c) || PyUnicode_CheckExact(c) || PyBytes_CheckExact(c))
+        return 1;
+    if (depth > 20)
+        return 0;
+    if (PyTuple_CheckExact(c)) {
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c); i++)
+            if (!check_const(PyTuple_GET_ITEM(c, i), depth + 1))
+                return 0;
+        return 1;
+    }
+    if (PyFrozenSet_CheckExact(c)) {
+        Py_ssize_t pos = 0;
+        PyObject *key;
+        Py_hash_t hash;
+        while (_PySet_NextEntry(c, &pos, &key, &hash))
+            if (!check_const(key, depth + 1))
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
+static int verify_code(verifier_t *v, PyObject *code, int depth);
+
+static int
+scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
+{
+    PyObject *bytes = PyCode_GetCode(co);
+    if (!bytes)
+        return -1;
+    const uint8_t *bc = (const uint8_t *)PyBytes_AS_STRING(bytes);
+    Py_ssize_t nunits = PyBytes_GET_SIZE(bytes) / 2;
+    Py_ssize_t nconsts = PyTuple_GET_SIZE(co->co_consts), nnames = PyTuple_GET_SIZE(co->co_names);
+    Py_ssize_t nlocals = co->co_nlocalsplus, nfree = co->co_nfreevars;
+    const oprow_t *rows = v->rows;
+    uint8_t *is_start = NULL;
+    int rc = -1;
+
+    if (PyBytes_GET_SIZE(bytes) % 2 || nunits == 0) {
+        fail_at(codeobj, 0, "co_code length is not a positive even number", 0);
+        goto out;
     }
     is_start = PyMem_Calloc((size_t)nunits + 1, 1);
-    result = PyList_New(0);
-    if (!is_start || !result) {
+    if (!is_start) {
         PyErr_NoMemory();
-        goto fail;
+        goto out;
     }
 
-    /* Pass 1: opcodes, extended args, inline caches and operand bounds. */
-    Py_ssize_t i = 0;
-    long ext = 0;
-    int prev_op = -1, prev_arg = 0;
-    Py_ssize_t njumps = 0;
+    /* Pass 1: opcodes, extended args, inline caches and operand bounds; names. */
+    Py_ssize_t i = 0, chain = -1, njumps = 0;
+    long ext = 0, prev_arg = 0;
+    int prev_op = -1;
     while (i < nunits) {
-        int op = co[2 * i];
-        long arg = co[2 * i + 1] | (ext << 8);
+        int op = bc[2 * i];
+        long arg = bc[2 * i + 1] | (ext << 8);
         const oprow_t *r = &rows[op];
         if (!r->allowed) {
-            scan_fail(i, "opcode not allowed", op);
-            goto fail;
+            fail_at(codeobj, i, "opcode not allowed", op);
+            goto out;
         }
-        if (op == ext_arg_op) {
+        if (op == v->ext_arg_op) {
             if (ext > 0xFFFFFF) {
-                scan_fail(i, "too many EXTENDED_ARG prefixes", op);
-                goto fail;
+                fail_at(codeobj, i, "too many EXTENDED_ARG prefixes", op);
+                goto out;
             }
             ext = arg;
-            i += 1;
-            if (i >= nunits) {
-                scan_fail(i, "EXTENDED_ARG at end of code", op);
-                goto fail;
+            if (chain < 0)
+                chain = i;
+            if (++i >= nunits) {
+                fail_at(codeobj, i, "EXTENDED_ARG at end of code", op);
+                goto out;
             }
             continue;
         }
         ext = 0;
-        is_start[i] = 1;
+        /* An instruction starts at its first EXTENDED_ARG prefix: that is where jumps land. */
+        is_start[chain >= 0 ? chain : i] = 1;
+        chain = -1;
         Py_ssize_t next = i + 1 + r->caches;
         if (next > nunits) {
-            scan_fail(i, "inline cache runs past the end of the code", op);
-            goto fail;
+            fail_at(codeobj, i, "inline cache runs past the end of the code", op);
+            goto out;
         }
         for (Py_ssize_t c = i + 1; c < next; c++) {
-            if (co[2 * c] != 0 || co[2 * c + 1] != 0) {
-                scan_fail(c, "inline cache entry is not zero", op);
-                goto fail;
+            if (bc[2 * c] != 0 || bc[2 * c + 1] != 0) {
+                fail_at(codeobj, c, "inline cache entry is not zero", op);
+                goto out;
             }
         }
         switch (r->argkind) {
         case ARG_CONST:
             if (arg >= nconsts) {
-                scan_fail(i, "constant index out of range", op);
-                goto fail;
+                fail_at(codeobj, i, "constant index out of range", op);
+                goto out;
             }
             break;
-        case ARG_NAME:
-        case ARG_REPORT: {
+        case ARG_NAME: {
             long idx = arg >> r->shift;
-            if (r->argkind == ARG_NAME && idx >= nnames) {
-                scan_fail(i, "name index out of range", op);
-                goto fail;
+            if (idx >= nnames) {
+                fail_at(codeobj, i, "name index out of range", op);
+                goto out;
             }
             if (r->name_class) {
-                PyObject *t = Py_BuildValue("(iliii)", r->name_class, idx, prev_op, prev_arg, (int)(i * 2));
-                if (!t || PyList_Append(result, t) < 0) {
-                    Py_XDECREF(t);
-                    goto fail;
-                }
-                Py_DECREF(t);
+                PyObject *name = PyTuple_GET_ITEM(co->co_names, idx);
+                int need = name_needs_judgement(v, r->name_class, name);
+                if (need < 0 || (need && report(v, codeobj, i, r->name_class, name, prev_op, prev_arg) < 0))
+                    goto out;
             }
             break;
         }
+        case ARG_REPORT:
+            if (report(v, codeobj, i, r->name_class, NULL, prev_op, prev_arg) < 0)
+                goto out;
+            break;
         case ARG_LOCAL:
             if (arg >= nlocals) {
-                scan_fail(i, "local variable index out of range", op);
-                goto fail;
+                fail_at(codeobj, i, "local variable index out of range", op);
+                goto out;
             }
             break;
         case ARG_LOCAL_PAIR:
             if ((arg >> 4) >= nlocals || (arg & 15) >= nlocals || arg > 255) {
-                scan_fail(i, "local variable index out of range", op);
-                goto fail;
+                fail_at(codeobj, i, "local variable index out of range", op);
+                goto out;
             }
             break;
         case ARG_FREE_COUNT:
             if (arg > nfree) {
-                scan_fail(i, "free variable count out of range", op);
-                goto fail;
+                fail_at(codeobj, i, "free variable count out of range", op);
+                goto out;
             }
             break;
         case ARG_JUMP_FWD:
             if (next + arg > nunits) {
-                scan_fail(i, "jump target out of range", op);
-                goto fail;
+                fail_at(codeobj, i, "jump target out of range", op);
+                goto out;
             }
             njumps++;
             break;
         case ARG_JUMP_BWD:
             if (next - arg < 0) {
-                scan_fail(i, "jump target out of range", op);
-                goto fail;
+                fail_at(codeobj, i, "jump target out of range", op);
+                goto out;
             }
             njumps++;
             break;
-        case ARG_ENUM:
-            if ((arg >> r->shift) > r->max || ((arg >> r->shift) < 8 && (r->deny_mask >> (arg >> r->shift)) & 1)) {
-                scan_fail(i, "operand out of range", op);
-                goto fail;
+        case ARG_ENUM: {
+            long e = arg >> r->shift;
+            if (e > r->max || (e < 8 && ((r->deny_mask >> e) & 1))) {
+                fail_at(codeobj, i, "operand out of range", op);
+                goto out;
             }
             break;
+        }
         default:
             break;
         }
         prev_op = op;
-        prev_arg = (int)arg;
+        prev_arg = arg;
         i = next;
     }
 
@@ -422,10 +500,10 @@ scan_code(PyObject *self, PyObject *args)
         i = 0;
         ext = 0;
         while (i < nunits) {
-            int op = co[2 * i];
-            long arg = co[2 * i + 1] | (ext << 8);
+            int op = bc[2 * i];
+            long arg = bc[2 * i + 1] | (ext << 8);
             const oprow_t *r = &rows[op];
-            if (op == ext_arg_op) {
+            if (op == v->ext_arg_op) {
                 ext = arg;
                 i++;
                 continue;
@@ -438,15 +516,15 @@ scan_code(PyObject *self, PyObject *args)
             else if (r->argkind == ARG_JUMP_BWD)
                 target = next - arg;
             if (target >= 0 && (target >= nunits || !is_start[target])) {
-                scan_fail(i, "jump into the middle of an instruction", op);
-                goto fail;
+                fail_at(codeobj, i, "jump into the middle of an instruction", op);
+                goto out;
             }
             /* 3.12+: an exhausted FOR_ITER skips the END_FOR (and in 3.13 the POP_TOP) it targets. */
-            if (op == for_iter_op && for_iter_skip > 0 &&
-                (target + for_iter_skip >= nunits || co[2 * target] != end_for_op ||
-                 (for_iter_skip == 2 && co[2 * (target + 1)] != pop_top_op))) {
-                scan_fail(i, "FOR_ITER does not target END_FOR", op);
-                goto fail;
+            if (op == v->for_iter_op && v->for_iter_skip > 0 &&
+                (target + v->for_iter_skip >= nunits || bc[2 * target] != v->end_for_op ||
+                 (v->for_iter_skip == 2 && bc[2 * (target + 1)] != v->pop_top_op))) {
+                fail_at(codeobj, i, "FOR_ITER does not target END_FOR", op);
+                goto out;
             }
             i = next;
         }
@@ -454,32 +532,86 @@ scan_code(PyObject *self, PyObject *args)
 
     /* Exception table: every entry covers whole instructions and its handler is an instruction. */
     {
-        const uint8_t *p = exc.buf;
-        Py_ssize_t pos = 0;
-        while (pos < exc.len) {
+        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(co->co_exceptiontable);
+        Py_ssize_t n = PyBytes_GET_SIZE(co->co_exceptiontable), pos = 0;
+        while (pos < n) {
             long start, length, target, depth;
-            if (read_varint(p, exc.len, &pos, &start) < 0 || read_varint(p, exc.len, &pos, &length) < 0 ||
-                read_varint(p, exc.len, &pos, &target) < 0 || read_varint(p, exc.len, &pos, &depth) < 0) {
-                PyErr_SetString(PyExc_ValueError, "malformed exception table");
-                goto fail;
+            if (read_varint(p, n, &pos, &start) < 0 || read_varint(p, n, &pos, &length) < 0 ||
+                read_varint(p, n, &pos, &target) < 0 || read_varint(p, n, &pos, &depth) < 0) {
+                fail_at(codeobj, 0, "malformed exception table", 0);
+                goto out;
             }
             if (start >= nunits || length <= 0 || start + length > nunits || target >= nunits ||
                 !is_start[start] || !is_start[target] || (start + length < nunits && !is_start[start + length])) {
-                PyErr_SetString(PyExc_ValueError, "exception table entry out of range");
-                goto fail;
+                fail_at(codeobj, start, "exception table entry out of range", 0);
+                goto out;
             }
         }
     }
-    goto done;
-
-fail:
-    Py_CLEAR(result);
-done:
+    rc = 0;
+out:
     PyMem_Free(is_start);
-    PyBuffer_Release(&code);
-    PyBuffer_Release(&exc);
+    Py_DECREF(bytes);
+    return rc;
+}
+
+static int
+verify_code(verifier_t *v, PyObject *code, int depth)
+{
+    if (!PyCode_Check(code)) {
+        PyErr_Format(PyExc_ValueError, "expected a code object, got %s", Py_TYPE(code)->tp_name);
+        return -1;
+    }
+    if (depth > 100) {
+        PyErr_SetString(PyExc_ValueError, "code objects nested too deeply");
+        return -1;
+    }
+    PyCodeObject *co = (PyCodeObject *)code;
+    int same = PyUnicode_Check(co->co_filename) ? PyUnicode_Compare(co->co_filename, v->filename) : -1;
+    if (same != 0) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "code object %R claims another file name %R", co->co_name,
+                         co->co_filename);
+        return -1;
+    }
+    if (scan_bytecode(v, co, code) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
+        PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
+        if (PyCode_Check(c)) {
+            if (verify_code(v, c, depth + 1) < 0)
+                return -1;
+        }
+        else if (!check_const(c, 0)) {
+            PyErr_Format(PyExc_ValueError, "in %U: constant of type %s is not allowed", co->co_qualname,
+                         Py_TYPE(c)->tp_name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+verify_tree(PyObject *self, PyObject *args)
+{
+    verifier_t v = {0};
+    PyObject *code;
+    Py_buffer table;
+    if (!PyArg_ParseTuple(args, "OUy*i(iiii)O!O!", &code, &v.filename, &table, &v.ext_arg_op, &v.for_iter_op,
+                          &v.end_for_op, &v.pop_top_op, &v.for_iter_skip, &PyFrozenSet_Type, &v.attr_special,
+                          &PyFrozenSet_Type, &v.protected_))
+        return NULL;
+    if (table.len != 256 * (Py_ssize_t)sizeof(oprow_t)) {
+        PyBuffer_Release(&table);
+        PyErr_SetString(PyExc_ValueError, "bad opcode table");
+        return NULL;
+    }
+    v.rows = table.buf;
+    v.reports = PyList_New(0);
+    if (v.reports && verify_code(&v, code, 0) < 0)
+        Py_CLEAR(v.reports);
     PyBuffer_Release(&table);
-    return result;
+    return v.reports;
 }
 
 static PyMethodDef methods[] = {
@@ -491,10 +623,10 @@ static PyMethodDef methods[] = {
     {"budget_begin", budget_begin, METH_O, "Start a memory budget of N bytes for this thread."},
     {"budget_end", budget_end, METH_NOARGS, "End this thread's budget; return (peak_bytes, exceeded)."},
     {"freeze_type", freeze_type, METH_O, "Make a heap class immutable (attributes cannot be set)."},
-    {"scan_code", scan_code, METH_VARARGS,
-     "scan_code(code, exceptiontable, table, nconsts, nnames, nlocals, nfree, extended_arg_opcode,"
-     " (for_iter, end_for, pop_top, for_iter_skip))"
-     " -> [(name_class, name_index, prev_opcode, prev_arg, offset)]"},
+    {"verify_tree", verify_tree, METH_VARARGS,
+     "verify_tree(code, filename, table, extended_arg, (for_iter, end_for, pop_top, skip), attr_special,"
+     " protected) -> [(code, offset, name_class, name, prev_opcode, prev_arg)]: check a code object and"
+     " everything nested in it; raise ValueError on malformed code, report what vm.policy must judge."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,18 +1,27 @@
 """``re`` for scripts: the ``regex`` engine in its ``re``-compatible mode, with every match bounded
 by the calling script's deadline (``regex``'s ``timeout``), so a catastrophic pattern such as
-``(a+)+$`` fails with a timeout instead of holding the interpreter for minutes."""
+``(a|aa)+$`` fails with the call's Timeout instead of holding the interpreter for minutes."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import regex
+
+from vm.watchdog import ScriptTimeout
 
 _FLAGS = ("A", "ASCII", "I", "IGNORECASE", "M", "MULTILINE", "S", "DOTALL", "X", "VERBOSE", "U", "UNICODE")
 MAX_PATTERN = 10_000
 
 
 def build(env: Any) -> dict[str, Any]:
-    timeout = env.regex_timeout_s
+    remaining = env.regex_timeout_s
+
+    def bounded(method: Any, *args: Any) -> Any:
+        try:
+            return method(*args, timeout=remaining())
+        except TimeoutError:
+            raise ScriptTimeout("a regular expression ran past the call's deadline") from None
 
     class Pattern:
         """A compiled pattern whose every operation carries the script's deadline."""
@@ -28,28 +37,32 @@ def build(env: Any) -> dict[str, Any]:
         groupindex = property(lambda self: dict(self._p.groupindex))
 
         def match(self, string: Any, pos: int = 0, endpos: int | None = None) -> Any:
-            return self._p.match(string, pos, endpos, timeout=timeout())
+            return bounded(self._p.match, string, pos, endpos)
 
         def fullmatch(self, string: Any, pos: int = 0, endpos: int | None = None) -> Any:
-            return self._p.fullmatch(string, pos, endpos, timeout=timeout())
+            return bounded(self._p.fullmatch, string, pos, endpos)
 
         def search(self, string: Any, pos: int = 0, endpos: int | None = None) -> Any:
-            return self._p.search(string, pos, endpos, timeout=timeout())
+            return bounded(self._p.search, string, pos, endpos)
 
         def findall(self, string: Any, pos: int = 0, endpos: int | None = None) -> list:
-            return self._p.findall(string, pos, endpos, timeout=timeout())
+            return bounded(self._p.findall, string, pos, endpos)
 
-        def finditer(self, string: Any, pos: int = 0, endpos: int | None = None) -> Any:
-            return self._p.finditer(string, pos, endpos, timeout=timeout())
+        def finditer(self, string: Any, pos: int = 0, endpos: int | None = None) -> Iterator:
+            matches = bounded(self._p.finditer, string, pos, endpos)
+            try:
+                yield from matches
+            except TimeoutError:
+                raise ScriptTimeout("a regular expression ran past the call's deadline") from None
 
         def split(self, string: Any, maxsplit: int = 0) -> list:
-            return self._p.split(string, maxsplit, timeout=timeout())
+            return bounded(self._p.split, string, maxsplit)
 
         def sub(self, repl: Any, string: Any, count: int = 0) -> Any:
-            return self._p.sub(repl, string, count, timeout=timeout())
+            return bounded(self._p.sub, repl, string, count)
 
         def subn(self, repl: Any, string: Any, count: int = 0) -> tuple:
-            return self._p.subn(repl, string, count, timeout=timeout())
+            return bounded(self._p.subn, repl, string, count)
 
         def __repr__(self) -> str:
             return f"re.compile({self._p.pattern!r})"

@@ -1,11 +1,11 @@
 """Load-time check of unmarshalled code objects against the sandbox policy.
 
 Defense in depth: the Ed25519 signature is the trust root; this check must hold even for a bundle
-whose source was never checked (``edgevm pack --unsafe-skip-source-policy``). For every code
-object, recursively: constants are plain data or code; the C scanner (``vm._guard.scan_code``)
-checks opcodes against the allowlist for this interpreter, operand indices, jump targets, inline
-caches and the exception table, and reports every name an instruction uses; this module applies
-the name rules of ``vm.policy`` to those names.
+whose source was never checked (``edgevm pack --unsafe-skip-source-policy``). The C pass
+(``vm._guard.verify_tree``) walks every code object: constants are plain data or code, opcodes are
+on this interpreter's allowlist, operand indices, jump targets, inline caches and the exception
+table are in range, and every name an instruction uses is either plainly acceptable (the common
+case, decided in C) or reported here, where the rules of ``vm.policy`` judge it.
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import types
 from vm import _guard, opcodes, policy
 from vm.errors import PolicyError
 
-_PLAIN_CONSTS = (type(None), bool, int, float, complex, str, bytes, type(Ellipsis))
 MAX_PROBLEMS = 50
+# Attribute names the C pass never accepts on its own (besides every name starting with "_").
+_ATTR_SPECIAL = frozenset(policy.INTROSPECTION_ATTRS | policy.FORMAT_METHODS)
 
 
 def _line_of(code: types.CodeType, offset: int) -> int:
@@ -26,19 +27,6 @@ def _line_of(code: types.CodeType, offset: int) -> int:
         if start > offset:
             break
     return line
-
-
-def _check_const(value: object, depth: int = 0) -> bool:
-    if isinstance(value, _PLAIN_CONSTS):
-        return True
-    if isinstance(value, (tuple, frozenset)) and depth < 20:
-        return all(_check_const(v, depth + 1) or isinstance(v, types.CodeType) for v in value)
-    return False
-
-
-def _nlocalsplus(code: types.CodeType) -> int:
-    varnames = set(code.co_varnames)
-    return len(code.co_varnames) + sum(1 for c in code.co_cellvars if c not in varnames) + len(code.co_freevars)
 
 
 def _next_instruction(code: bytes, offset: int) -> tuple[int, int, int]:
@@ -64,45 +52,23 @@ class _Checker:
         if len(self.problems) < MAX_PROBLEMS:
             self.problems.append(f"{self.filename}:{_line_of(code, offset)}: {reason}")
 
-    def check(self, code: types.CodeType, depth: int = 0) -> None:
-        if depth > 100:
-            self.fail(code, 0, "code objects nested too deeply")
+    def judge(self, code: types.CodeType, offset: int, nclass: int, name: str | None, prev_op: int,
+              prev_arg: int) -> None:
+        if nclass == opcodes.NC_MATCH_CLASS:
+            problem = self._attribute_tuple(code, prev_op, prev_arg, "class pattern")
+            if problem:
+                self.fail(code, offset, problem)
             return
-        if code.co_filename != self.filename:
-            self.fail(code, 0, f"code object claims another file name {code.co_filename!r}")
-        nested = []
-        for value in code.co_consts:
-            if isinstance(value, types.CodeType):
-                nested.append(value)
-            elif not _check_const(value):
-                self.fail(code, 0, f"constant of type {type(value).__name__} is not allowed")
-            elif isinstance(value, (tuple, frozenset)):
-                nested.extend(v for v in value if isinstance(v, types.CodeType))
-        raw = code.co_code
-        try:
-            uses = _guard.scan_code(raw, code.co_exceptiontable, opcodes.TABLE, len(code.co_consts),
-                                    len(code.co_names), _nlocalsplus(code), len(code.co_freevars),
-                                    opcodes.EXTENDED_ARG, opcodes.FOR_ITER_CHECK)
-        except ValueError as exc:
-            self.fail(code, 0, f"malformed bytecode in {code.co_qualname}: {exc}")
-            return
-        for nclass, index, prev_op, prev_arg, offset in set(uses):
-            if nclass == opcodes.NC_MATCH_CLASS:
-                problem = self._attribute_tuple(code, prev_op, prev_arg, "class pattern")
-                if problem:
-                    self.fail(code, offset, problem)
-                continue
-            self._check_name(code, raw, nclass, code.co_names[index], prev_op, prev_arg, offset)
-        for sub in nested:
-            self.check(sub, depth + 1)
+        assert name is not None
+        self._check_name(code, nclass, name, prev_op, prev_arg, offset)
 
-    def _check_name(self, code: types.CodeType, raw: bytes, nclass: int, name: str, prev_op: int,
-                    prev_arg: int, offset: int) -> None:
+    def _check_name(self, code: types.CodeType, nclass: int, name: str, prev_op: int, prev_arg: int,
+                    offset: int) -> None:
         problem: str | None
         if nclass == opcodes.NC_GLOBAL_LOAD:
             problem = policy.global_read_problem(name)
             if problem is None and name == "__annotations__":
-                problem = self._annotation_pattern(code, raw, offset)
+                problem = self._annotation_pattern(code, code.co_code, offset)
         elif nclass == opcodes.NC_GLOBAL_STORE:
             problem = policy.global_store_problem(name)
             if problem is None and name in policy.COMPILER_WRITTEN:
@@ -170,7 +136,13 @@ def verify_module_code(code: object, *, filename: str, bundle_modules: frozenset
     if not isinstance(code, types.CodeType):
         raise PolicyError(f"{filename}: the code blob is a {type(code).__name__}, not a code object")
     checker = _Checker(filename, bundle_modules)
-    checker.check(code)
+    try:
+        reports = _guard.verify_tree(code, filename, opcodes.TABLE, opcodes.EXTENDED_ARG, opcodes.FOR_ITER_CHECK,
+                                     _ATTR_SPECIAL, policy.PROTECTED_NAMES)
+    except ValueError as exc:
+        raise PolicyError(f"{filename}: malformed bytecode: {exc}", detail={"problems": [str(exc)]}) from None
+    for report in reports:
+        checker.judge(*report)
     if checker.problems:
         raise PolicyError("bytecode policy violation:\n" + "\n".join(checker.problems),
                           detail={"problems": checker.problems})

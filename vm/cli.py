@@ -41,7 +41,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     except PackError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(exc.one_line(), file=sys.stderr)
+        print(f"error[{exc.name}/{exc.code}]: {len(exc.problems)} problem(s); nothing was packed", file=sys.stderr)
         return 1
     targets = ", ".join(f"{t['python']} ({t['magic']})" for t in result.targets)
     print(f"packed {result.path} ({result.size} bytes): modules {', '.join(result.modules)}; targets {targets}")

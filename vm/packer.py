@@ -45,8 +45,8 @@ class PackError(EdgeError):
     code, name = 5, "policy"
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message, detail={"problems": problems or []})
         self.problems = problems or []
+        super().__init__("\n".join([message, *self.problems[:20]]), detail={"problems": self.problems})
 
 
 @dataclass

@@ -1,0 +1,112 @@
+"""One ``pack`` compiles for CPython 3.11, 3.12 and 3.13; each interpreter loads and runs its own
+bytecode, and refuses a bundle that lacks it with an error naming what it needs.
+
+Each interpreter gets a small environment of its own (``.venv-3.X`` at the repository root) with
+the runtime installed in editable mode, created on first use."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vm.errors import IncompatibleError
+from vm.packer import find_interpreters
+from vm.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+VERSIONS = ["3.11", "3.12", "3.13"]
+SCRIPT = {
+    "features.py": """
+        import sys_info
+        from dataclasses import dataclass
+
+
+        @dataclass
+        class Stat:
+            name: str
+            value: float
+
+
+        def entry(inputs):
+            stats = [Stat(k, v * 2) for k, v in sorted(inputs.items())]
+            match stats:
+                case [Stat(name=first), *rest]:
+                    head = first
+                case _:
+                    head = None
+            return {"head": head, "values": [s.value for s in stats], "tag": sys_info.TAG}
+        """,
+    "sys_info.py": "TAG = 'same source, every interpreter'\n",
+}
+RUNNER = """
+import json, sys, importlib.util
+from vm.runtime import Runtime
+rt = Runtime({"keys": sys.argv[1], "deadline_ms": 5000})
+rt.load(sys.argv[2])
+out = rt.infer("s", "b", {"b": 2, "a": 1.5})
+rt.close()
+print(json.dumps({"out": out, "magic": importlib.util.MAGIC_NUMBER.hex(),
+                  "version": list(sys.version_info[:2])}))
+"""
+
+
+def _env_for(version: str, exe: str) -> Path:
+    venv = ROOT / f".venv-{version}"
+    python = venv / "bin" / "python"
+    stamp = venv / ".edgevm-ready"
+    if not stamp.exists():
+        subprocess.run([exe, "-m", "venv", "--clear", str(venv)], check=True)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, "setuptools>=77", "wheel", "cffi>=1.17", "msgpack", "pynacl", "regex"], check=True)
+        subprocess.run([*pip, "--no-deps", "--no-build-isolation", "-e", str(ROOT)], check=True)
+        stamp.write_text("ok\n")
+    return python
+
+
+@pytest.fixture(scope="module")
+def interpreters() -> dict[str, str]:
+    found = find_interpreters(None)
+    missing = [v for v in VERSIONS if v not in found]
+    if missing:
+        pytest.fail(f"this machine should have CPython {', '.join(missing)} (pyenv): not found")
+    return found
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path, interpreters) -> Path:
+    from conftest import BundleMaker
+
+    return BundleMaker(tmp_path_factory.mktemp("multi"), keys_dir)(SCRIPT, targets=VERSIONS)
+
+
+def test_pack_has_one_blob_per_magic(multi: Path, keys_dir: Path) -> None:
+    from vm.keys import load_device
+    from vm.loader import read_header
+
+    info = read_header(multi.read_bytes(), load_device(keys_dir), max_size=1 << 26)
+    assert [t["python"] for t in info["header"]["targets"]] == VERSIONS
+    assert len({t["magic"] for t in info["header"]["targets"]}) == 3
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_each_interpreter_runs_its_own_bytecode(multi: Path, keys_dir: Path, interpreters, version: str) -> None:
+    python = sys.executable if version == f"{sys.version_info[0]}.{sys.version_info[1]}" else \
+        str(_env_for(version, interpreters[version]))
+    proc = subprocess.run([python, "-c", RUNNER, str(keys_dir), str(multi)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["version"] == [int(x) for x in version.split(".")]
+    assert report["out"] == {"head": "a", "values": [3.0, 4], "tag": "same source, every interpreter"}
+
+
+def test_missing_target_is_refused_with_what_is_needed(make_bundle, keys_dir: Path, interpreters) -> None:
+    only_312 = make_bundle(SCRIPT, targets=["3.12"])
+    with Runtime({"keys": keys_dir}) as rt, pytest.raises(IncompatibleError) as info:
+        rt.load(only_312)
+    message = str(info.value)
+    assert "needs CPython 3.11" in message and "3.12" in message
+    assert info.value.detail["needed"]["python"] == "3.11"
