@@ -5,6 +5,7 @@
  *   raise_unless_done(flag, tid, exc)   the watchdog's side: raise exc in thread tid if still inside
  *   memory_install()                    hook the raw allocator and the arena allocator
  *   budget_begin(limit) / budget_end()  per-thread memory budget for one script call
+ *   numpy_install()                     route this thread's numpy array data through the budget
  *   freeze_type(cls)                    make a shared library class immutable (no monkeypatching)
  *   verify_tree(...)                    the bytecode verifier's pass over a module's code objects
  *
@@ -14,6 +15,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#define PY_ARRAY_UNIQUE_SYMBOL edgevm_guard_ARRAY_API
+#include <numpy/arrayobject.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <string.h>
@@ -189,6 +193,72 @@ memory_install(PyObject *self, PyObject *noargs)
     Py_RETURN_NONE;
 }
 
+/* numpy array data (NEP 49 handler). numpy allocates array data with malloc, not through Python's
+ * allocators, so the raw hook never sees `np.ones(10**10)`. Installed per thread (numpy keeps the
+ * handler in a context variable) on the runtime's worker threads. Memory is always zeroed: a script
+ * must never read what a freed buffer held before (another bundle's code, key material). */
+static void *
+np_malloc(void *ctx, size_t n)
+{
+    if (budget.active && !budget_admit(n))
+        return NULL;
+    void *p = calloc(1, n ? n : 1);
+    if (p && budget.active)
+        budget_add((int64_t)malloc_usable_size(p));
+    return p;
+}
+
+static void *
+np_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    if (elsize && nelem > SIZE_MAX / elsize)
+        return NULL;
+    return np_malloc(ctx, nelem * elsize);
+}
+
+static void *
+np_realloc(void *ctx, void *ptr, size_t n)
+{
+    int64_t old = ptr ? (int64_t)malloc_usable_size(ptr) : 0;
+    if (budget.active && (int64_t)n > old && !budget_admit(n - (size_t)old))
+        return NULL;
+    void *p = realloc(ptr, n ? n : 1);
+    if (p && budget.active)
+        budget_add((int64_t)malloc_usable_size(p) - old);
+    if (p && (int64_t)n > old)
+        memset((char *)p + old, 0, n - (size_t)old);
+    return p;
+}
+
+static void
+np_free(void *ctx, void *ptr, size_t size)
+{
+    if (budget.active && ptr)
+        budget_add(-(int64_t)malloc_usable_size(ptr));
+    free(ptr);
+}
+
+static PyDataMem_Handler np_handler = {
+    "edgevm_budget", 1, {NULL, np_malloc, np_calloc, np_realloc, np_free}};
+static PyObject *np_capsule = NULL;
+
+static PyObject *
+numpy_install(PyObject *self, PyObject *noargs)
+{
+    if (np_capsule == NULL) {
+        if (PyArray_ImportNumPyAPI() < 0)
+            return NULL;
+        np_capsule = PyCapsule_New(&np_handler, "mem_handler", NULL);
+        if (np_capsule == NULL)
+            return NULL;
+    }
+    PyObject *old = PyDataMem_SetHandler(np_capsule);
+    if (old == NULL)
+        return NULL;
+    Py_DECREF(old);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 budget_begin(PyObject *self, PyObject *arg)
 {
@@ -253,6 +323,8 @@ enum { NC_GLOBAL_LOAD = 1, NC_GLOBAL_STORE = 2, NC_ATTR_LOAD = 3, NC_ATTR_STORE 
 typedef struct {
     uint8_t allowed, caches, argkind, shift, name_class, deny_mask;
     uint16_t max;
+    uint8_t expect_next; /* 3.12 superinstructions: opcode + 1 that must follow (0: any) */
+    uint8_t base_op;     /* 3.12 superinstructions: opcode + 1 of their first half (0: not one) */
 } oprow_t;
 
 typedef struct {
@@ -360,19 +432,18 @@ static int verify_code(verifier_t *v, PyObject *code, int depth);
 static int
 scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
 {
-    PyObject *bytes = PyCode_GetCode(co);
-    if (!bytes)
-        return -1;
-    const uint8_t *bc = (const uint8_t *)PyBytes_AS_STRING(bytes);
-    Py_ssize_t nunits = PyBytes_GET_SIZE(bytes) / 2;
+    /* The instructions as stored, which is what will run: not PyCode_GetCode(), which returns them
+     * "deoptimised" and so would show a crafted specialised opcode as its harmless base form. */
+    const uint8_t *bc = (const uint8_t *)co->co_code_adaptive;
+    Py_ssize_t nunits = Py_SIZE(co);
     Py_ssize_t nconsts = PyTuple_GET_SIZE(co->co_consts), nnames = PyTuple_GET_SIZE(co->co_names);
     Py_ssize_t nlocals = co->co_nlocalsplus, nfree = co->co_nfreevars;
     const oprow_t *rows = v->rows;
     uint8_t *is_start = NULL;
     int rc = -1;
 
-    if (PyBytes_GET_SIZE(bytes) % 2 || nunits == 0) {
-        fail_at(codeobj, 0, "co_code length is not a positive even number", 0);
+    if (nunits == 0) {
+        fail_at(codeobj, 0, "empty code", 0);
         goto out;
     }
     is_start = PyMem_Calloc((size_t)nunits + 1, 1);
@@ -416,7 +487,15 @@ scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
             fail_at(codeobj, i, "inline cache runs past the end of the code", op);
             goto out;
         }
-        for (Py_ssize_t c = i + 1; c < next; c++) {
+        /* The second half may itself have been fused with what follows it. */
+        if (r->expect_next && (next >= nunits || (rows[bc[2 * next]].base_op ? rows[bc[2 * next]].base_op - 1
+                                                                              : bc[2 * next]) !=
+                                                     r->expect_next - 1)) {
+            fail_at(codeobj, i, "superinstruction not followed by its second half", op);
+            goto out;
+        }
+        /* 3.12+ write a warm-up counter into the first cache entry when they create the code object. */
+        for (Py_ssize_t c = i + 1 + (PY_VERSION_HEX >= 0x030C0000); c < next; c++) {
             if (bc[2 * c] != 0 || bc[2 * c + 1] != 0) {
                 fail_at(codeobj, c, "inline cache entry is not zero", op);
                 goto out;
@@ -551,7 +630,6 @@ scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
     rc = 0;
 out:
     PyMem_Free(is_start);
-    Py_DECREF(bytes);
     return rc;
 }
 
@@ -622,6 +700,7 @@ static PyMethodDef methods[] = {
     {"memory_install", memory_install, METH_NOARGS, "Install the allocator hooks (idempotent)."},
     {"budget_begin", budget_begin, METH_O, "Start a memory budget of N bytes for this thread."},
     {"budget_end", budget_end, METH_NOARGS, "End this thread's budget; return (peak_bytes, exceeded)."},
+    {"numpy_install", numpy_install, METH_NOARGS, "Route this thread's numpy array data through the budget."},
     {"freeze_type", freeze_type, METH_O, "Make a heap class immutable (attributes cannot be set)."},
     {"verify_tree", verify_tree, METH_VARARGS,
      "verify_tree(code, filename, table, extended_arg, (for_iter, end_for, pop_top, skip), attr_special,"

@@ -94,6 +94,7 @@ WRAPPED: dict[str, str] = {
     "operator": "stdlib_slim.slim_operator",
     "enum": "stdlib_slim.slim_enum",
     "dataclasses": "stdlib_slim.slim_dataclasses",
+    "numpy": "stdlib_slim.slim_numpy",
 }
 
 MODULES: frozenset[str] = frozenset(PLAIN) | frozenset(WRAPPED)

@@ -5,6 +5,7 @@ Each interpreter gets a small environment of its own (``.venv-3.X`` at the repos
 the runtime installed in editable mode, created on first use."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -53,16 +54,27 @@ print(json.dumps({"out": out, "magic": importlib.util.MAGIC_NUMBER.hex(),
 """
 
 
+def _build_inputs_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted([ROOT / "setup.py", ROOT / "build.py", ROOT / "pyproject.toml",
+                        *(ROOT / "native").glob("*.[ch]"), *(ROOT / "native").glob("*.cdef")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _env_for(version: str, exe: str) -> Path:
     venv = ROOT / f".venv-{version}"
     python = venv / "bin" / "python"
     stamp = venv / ".edgevm-ready"
-    if not stamp.exists():
+    digest = _build_inputs_digest()
+    if not python.exists():
         subprocess.run([exe, "-m", "venv", "--clear", str(venv)], check=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, "setuptools>=77", "wheel", "cffi>=1.17", "msgpack", "pynacl", "regex"], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    if not stamp.exists() or stamp.read_text().strip() != digest:
+        subprocess.run([*pip, "setuptools>=77", "wheel", "cffi>=1.17", "numpy>=2.0", "msgpack", "pynacl",
+                        "regex"], check=True)
         subprocess.run([*pip, "--no-deps", "--no-build-isolation", "-e", str(ROOT)], check=True)
-        stamp.write_text("ok\n")
+        stamp.write_text(digest + "\n")
     return python
 
 
@@ -101,6 +113,30 @@ def test_each_interpreter_runs_its_own_bytecode(multi: Path, keys_dir: Path, int
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["version"] == [int(x) for x in version.split(".")]
     assert report["out"] == {"head": "a", "values": [3.0, 4], "tag": "same source, every interpreter"}
+
+
+VERIFY_STDLIB = """
+import inspect, json, statistics, dataclasses, fractions, typing, collections, enum, functools
+from vm.bytecode_verifier import verify_module_code
+from vm.errors import PolicyError
+structural = []
+for module in (statistics, dataclasses, fractions, typing, collections, enum, functools):
+    code = compile(inspect.getsource(module), "m.py", "exec", dont_inherit=True)
+    try:
+        verify_module_code(code, filename="m.py", bundle_modules=frozenset())
+    except PolicyError as exc:
+        structural += [p for p in exc.detail["problems"] if "malformed" in p or "offset" in p]
+print(json.dumps(structural))
+"""
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_verifier_accepts_what_each_compiler_emits(interpreters, version: str) -> None:
+    python = sys.executable if version == f"{sys.version_info[0]}.{sys.version_info[1]}" else \
+        str(_env_for(version, interpreters[version]))
+    proc = subprocess.run([python, "-c", VERIFY_STDLIB], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
 
 
 def test_missing_target_is_refused_with_what_is_needed(make_bundle, keys_dir: Path, interpreters) -> None:

@@ -9,6 +9,8 @@ case, decided in C) or reported here, where the rules of ``vm.policy`` judge it.
 """
 from __future__ import annotations
 
+import dis
+import re
 import types
 
 from vm import _guard, opcodes, policy
@@ -32,7 +34,7 @@ def _line_of(code: types.CodeType, offset: int) -> int:
 def _next_instruction(code: bytes, offset: int) -> tuple[int, int, int]:
     """(opcode, arg, offset) of the instruction after the one at ``offset``."""
     op = code[offset]
-    pos = offset + 2 + 2 * opcodes.TABLE[op * 8 + 1]
+    pos = offset + 2 + 2 * opcodes.TABLE[op * opcodes.ROW_SIZE + 1]
     arg = 0
     while pos + 1 < len(code) and code[pos] == opcodes.EXTENDED_ARG:
         arg = (arg | code[pos + 1]) << 8
@@ -140,7 +142,8 @@ def verify_module_code(code: object, *, filename: str, bundle_modules: frozenset
         reports = _guard.verify_tree(code, filename, opcodes.TABLE, opcodes.EXTENDED_ARG, opcodes.FOR_ITER_CHECK,
                                      _ATTR_SPECIAL, policy.PROTECTED_NAMES)
     except ValueError as exc:
-        raise PolicyError(f"{filename}: malformed bytecode: {exc}", detail={"problems": [str(exc)]}) from None
+        text = re.sub(r"\(opcode (\d+)\)", lambda m: f"({dis.opname[int(m.group(1))]})", str(exc))
+        raise PolicyError(f"{filename}: malformed bytecode {text}", detail={"problems": [text]}) from None
     for report in reports:
         checker.judge(*report)
     if checker.problems:

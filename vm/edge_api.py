@@ -38,13 +38,17 @@ class Model:
 
 
 def _ops_module() -> types.ModuleType:
-    from vm import ops
+    import stdlib_slim
+    from vm import _guard, ops
+
+    _guard.numpy_install()
 
     public = getattr(ops, "__all__", None) or [n for n in vars(ops) if not n.startswith("_")]
     module = types.ModuleType("edge.ops")
     for name in public:
         if name not in OPS_PUBLIC_EXCLUDE and not name.startswith("_"):
             module.__dict__[name] = getattr(ops, name)
+    stdlib_slim.freeze_classes(module.__dict__)
     return module
 
 

@@ -63,7 +63,19 @@ _NAME_CLASS = {
 (ARG_NONE, ARG_CONST, ARG_NAME, ARG_LOCAL, ARG_LOCAL_PAIR, ARG_FREE_COUNT, ARG_JUMP_FWD, ARG_JUMP_BWD, ARG_ENUM,
  ARG_REPORT) = range(10)
 
-_ROW = struct.Struct("<BBBBBBH")  # allowed, caches, argkind, shift, name_class, deny_mask, max
+# allowed, caches, argkind, shift, name_class, deny_mask, max, expect_next (+1), base_op (+1)
+_ROW = struct.Struct("<BBBBBBHBB")
+
+# CPython 3.12 fuses instruction pairs when it creates a code object (_PyCode_Quicken): the stored
+# code then holds these, each followed by its unchanged second half. The verifier reads the stored
+# code (what will run), so it accepts exactly these fusions and nothing else specialised.
+_SUPERINSTRUCTIONS_312 = {
+    "LOAD_FAST__LOAD_FAST": ("LOAD_FAST", "LOAD_FAST"),
+    "LOAD_FAST__LOAD_CONST": ("LOAD_FAST", "LOAD_CONST"),
+    "LOAD_CONST__LOAD_FAST": ("LOAD_CONST", "LOAD_FAST"),
+    "STORE_FAST__LOAD_FAST": ("STORE_FAST", "LOAD_FAST"),
+    "STORE_FAST__STORE_FAST": ("STORE_FAST", "STORE_FAST"),
+}
 
 
 def _cache_entries(name: str) -> int:
@@ -137,7 +149,7 @@ def _argkind(name: str, code: int, version: tuple[int, int]) -> int:
 def build_table(version: tuple[int, int] | None = None) -> bytes:
     """The 256-row table for the running interpreter's ``opcode`` module."""
     version = version or sys.version_info[:2]
-    rows = [_ROW.pack(0, 0, 0, 0, 0, 0, 0)] * 256
+    rows = [_ROW.pack(0, 0, 0, 0, 0, 0, 0, 0, 0)] * 256
     for name, code in opcode.opmap.items():
         if code >= 256 or name not in ALLOWED or name == "CACHE":
             continue
@@ -148,10 +160,27 @@ def build_table(version: tuple[int, int] | None = None) -> bytes:
         elif kind == ARG_ENUM:
             shift, maximum, deny = _enum(name, version)  # type: ignore[misc]
         nclass = NC_MATCH_CLASS if kind == ARG_REPORT else _NAME_CLASS.get(name, 0) if kind == ARG_NAME else 0
-        rows[code] = _ROW.pack(1, _cache_entries(name), kind, shift, nclass, deny, maximum)
+        rows[code] = _ROW.pack(1, _cache_entries(name), kind, shift, nclass, deny, maximum, 0, 0)
+    if version == (3, 12):
+        all_names = list(getattr(opcode, "_specialized_instructions", []))
+        specialized = {n: i for i, n in enumerate(dis_names()) if n in all_names}
+        for fused, (first, second) in _SUPERINSTRUCTIONS_312.items():
+            code = specialized.get(fused)
+            if code is not None:
+                base = opcode.opmap[first]
+                kind = _argkind(first, base, version)
+                rows[code] = _ROW.pack(1, 0, kind, 0, 0, 0, 0, opcode.opmap[second] + 1, base + 1)
     return b"".join(rows)
 
 
+def dis_names() -> list[str]:
+    """Names of all 256 opcodes of this interpreter, specialised ones included."""
+    import dis
+
+    return list(getattr(dis, "_all_opname", opcode.opname))
+
+
+ROW_SIZE: int = _ROW.size
 EXTENDED_ARG: int = opcode.opmap["EXTENDED_ARG"]
 LOAD_CONST: int = opcode.opmap["LOAD_CONST"]
 LOAD_NAME: int = opcode.opmap["LOAD_NAME"]

@@ -24,10 +24,10 @@ import string
 
 # Modules a script may import (besides its own modules). stdlib_slim provides each of these.
 SLIM_MODULES: frozenset[str] = frozenset({
-    "math", "cmath", "statistics", "collections", "collections.abc", "itertools", "functools",
+    "math", "statistics", "collections", "collections.abc", "itertools", "functools",
     "operator", "heapq", "bisect", "json", "re", "time", "datetime", "random", "string", "hashlib",
-    "typing", "dataclasses", "enum", "__future__", "copy", "fractions", "decimal", "base64",
-    "textwrap", "unicodedata", "zlib", "abc",
+    "typing", "dataclasses", "enum", "__future__", "copy", "base64",
+    "unicodedata", "abc", "numpy",
 })
 RUNTIME_MODULES: frozenset[str] = frozenset({"edge"})
 ALLOWED_IMPORTS: frozenset[str] = SLIM_MODULES | RUNTIME_MODULES
@@ -92,8 +92,8 @@ INTROSPECTION_ATTRS: frozenset[str] = frozenset({
     "co_varnames", "co_positions", "co_lines",
     # class hierarchy, Python 2 spellings
     "mro", "func_globals", "func_code", "func_closure", "im_func", "im_self", "im_class",
-    # numpy arrays: file and raw-memory doors
-    "tofile", "dump", "ctypes",
+    # numpy arrays and bit generators: file and raw-memory doors
+    "tofile", "dump", "ctypes", "cffi", "capsule",
 })
 
 # Calls the sandbox refuses to provide at all (checked in source for a clearer error; at run

@@ -37,7 +37,7 @@ from vm.errors import (
 )
 from vm.executor import WorkerPool
 from vm.packer import parse_version
-from vm.sandbox import PolicyViolation, Sandbox, bundle_frames
+from vm.sandbox import PolicyViolation, Sandbox, bundle_frames, prepare_thread
 from vm.watchdog import ScriptTimeout
 
 log = logging.getLogger("edgevm")
@@ -294,6 +294,7 @@ def _to_plain(value: Any) -> Any:
 
 def _in_sandbox(fn: Callable[..., Any], files: frozenset[str], *args: Any) -> Any:
     """Call into script code; turn whatever escapes into a typed error with the script's location."""
+    prepare_thread()
     try:
         return fn(*args)
     except (ScriptTimeout, EdgeError):

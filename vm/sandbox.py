@@ -12,12 +12,14 @@ reaches another bundle or the runtime.
 from __future__ import annotations
 
 import builtins as _builtins
+import sys
+import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import stdlib_slim
-from vm import policy, watchdog
+from vm import _guard, policy, watchdog
 from vm.errors import NotFound
 
 # Iterating a range longer than this happens through the interpreter loop (see _LongRange).
@@ -281,6 +283,16 @@ class Sandbox:
         if not callable(fn):
             raise NotFound(f"entry {spec}: no function {func!r} in module {module_name!r}")
         return fn
+
+
+_thread = threading.local()
+
+
+def prepare_thread() -> None:
+    """Once per worker thread, after numpy is loaded: route its array data through the budget."""
+    if not getattr(_thread, "numpy", False) and "numpy" in sys.modules:
+        _guard.numpy_install()
+        _thread.numpy = True
 
 
 def bundle_frames(tb: types.TracebackType | None, files: set[str]) -> list[tuple[str, int, str]]:

@@ -1,0 +1,60 @@
+"""``numpy`` for scripts: array construction, arithmetic, reductions, sorting and a little linear
+algebra. Left out on purpose: everything that touches files or raw memory (``load``, ``save``,
+``fromfile``, ``memmap``, ``frombuffer``, ``ctypeslib``, ``lib.stride_tricks``), process-wide state
+(``seterr``, ``set_printoptions``, the legacy global ``random``), uninitialised memory (``empty``),
+and the submodules as a whole. Array data allocated by scripts counts against the call's memory
+budget and is zeroed (``vm._guard.numpy_install``)."""
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import numpy as np
+
+from vm import _guard
+
+_NAMES = (
+    # construction and conversion
+    "array", "asarray", "ascontiguousarray", "zeros", "zeros_like", "ones", "ones_like", "full",
+    "full_like", "arange", "linspace", "logspace", "eye", "identity", "diag", "meshgrid", "copy",
+    # shape
+    "reshape", "ravel", "transpose", "swapaxes", "moveaxis", "expand_dims", "squeeze", "concatenate",
+    "stack", "hstack", "vstack", "column_stack", "split", "array_split", "tile", "repeat", "flip",
+    "roll", "pad", "atleast_1d", "atleast_2d", "broadcast_to", "take", "take_along_axis", "put",
+    "where", "nonzero", "flatnonzero", "argwhere", "select", "choose", "compress", "extract", "insert",
+    "delete", "append", "unique", "isin", "searchsorted", "digitize", "histogram", "bincount",
+    # math
+    "abs", "absolute", "add", "subtract", "multiply", "divide", "true_divide", "floor_divide", "mod",
+    "remainder", "power", "sqrt", "square", "exp", "expm1", "exp2", "log", "log1p", "log2", "log10",
+    "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2", "sinh", "cosh", "tanh", "sign",
+    "floor", "ceil", "round", "rint", "trunc", "clip", "minimum", "maximum", "fmin", "fmax", "hypot",
+    "negative", "reciprocal", "dot", "vdot", "matmul", "inner", "outer", "cross", "einsum", "kron",
+    "cumsum", "cumprod", "diff", "gradient", "interp", "convolve", "isnan", "isinf", "isfinite",
+    "nan_to_num", "logical_and", "logical_or", "logical_not", "logical_xor", "equal", "not_equal",
+    "less", "less_equal", "greater", "greater_equal", "allclose", "isclose", "array_equal",
+    # reductions and order statistics
+    "sum", "prod", "mean", "average", "median", "std", "var", "min", "max", "amin", "amax", "argmin",
+    "argmax", "ptp", "percentile", "quantile", "nansum", "nanmean", "nanmedian", "nanstd", "nanvar",
+    "nanmin", "nanmax", "nanargmin", "nanargmax", "nanpercentile", "nanquantile", "any", "all",
+    "count_nonzero", "corrcoef", "cov", "sort", "argsort", "lexsort", "partition", "argpartition",
+    "cumulative_sum", "trace", "tril", "triu",
+    # types and constants
+    "ndarray", "dtype", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+    "uint16", "uint32", "uint64", "bool_", "complex64", "complex128", "str_", "bytes_", "integer",
+    "floating", "number", "generic", "nan", "inf", "pi", "e", "newaxis", "finfo", "iinfo",
+    "can_cast", "result_type", "promote_types", "issubdtype", "isscalar", "ndim", "shape", "size",
+)
+_LINALG = ("norm", "inv", "solve", "det", "svd", "eigh", "eigvalsh", "lstsq", "pinv", "qr", "cholesky",
+           "matrix_rank", "matrix_power", "slogdet")
+
+
+def build(env: Any) -> dict[str, Any]:
+    _guard.numpy_install()
+    members = {name: getattr(np, name) for name in _NAMES if hasattr(np, name)}
+    linalg = types.ModuleType("numpy.linalg")
+    linalg.__dict__.update({name: getattr(np.linalg, name) for name in _LINALG})
+    linalg.__dict__["LinAlgError"] = np.linalg.LinAlgError
+    rnd = types.ModuleType("numpy.random")
+    rnd.__dict__.update({"default_rng": np.random.default_rng, "Generator": np.random.Generator})
+    members.update({"linalg": linalg, "random": rnd, "__version__": np.__version__})
+    return members
