@@ -74,7 +74,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
             profile = models.DeviceProfile.from_config(None)
             for name, session in models.load_models(bundle.models, profile).items():
-                info["contents"]["models"][name].update(inputs=session.inputs, outputs=session.outputs)
+                signature = session.signature()
+                info["contents"]["models"][name].update(inputs=signature["inputs"], outputs=signature["outputs"])
     _print_json(info)
     return 0
 

@@ -26,8 +26,8 @@ class Model:
         self._session = session
 
     name = property(lambda self: self._session.name)
-    inputs = property(lambda self: self._session.inputs)
-    outputs = property(lambda self: self._session.outputs)
+    inputs = property(lambda self: self._session.signature()["inputs"], doc="[{name, type, dtype, shape}]")
+    outputs = property(lambda self: self._session.signature()["outputs"], doc="[{name, type, dtype, shape}]")
 
     def run(self, feeds: dict, outputs: list | None = None) -> dict:
         """Run the model; ``feeds`` maps input names to numpy arrays."""

@@ -12,6 +12,7 @@ reaches another bundle or the runtime.
 from __future__ import annotations
 
 import builtins as _builtins
+import importlib
 import sys
 import threading
 import types
@@ -255,6 +256,8 @@ class Sandbox:
 
     def _import(self, name: str, globals: dict | None = None, locals: Any = None,
                 fromlist: Any = (), level: int = 0) -> types.ModuleType:
+        if type(fromlist) is list and level == 0:
+            return _import_for_c(name)
         package = (globals or {}).get("__package__") or ""
         absolute = self._resolve(name, package, level)
         if absolute in self._codes:
@@ -293,6 +296,23 @@ def prepare_thread() -> None:
     if not getattr(_thread, "numpy", False) and "numpy" in sys.modules:
         _guard.numpy_install()
         _thread.numpy = True
+
+
+# Lazy imports that library C code performs while a script's frame is current: CPython resolves
+# them through the current frame's ``__import__`` (ours), but hands the module to the C caller only.
+_C_LAZY_IMPORTS = ("numpy.", "_strptime", "encodings.")
+
+
+def _import_for_c(name: str) -> types.ModuleType:
+    """``PyImport_Import`` from C code (it passes a list as ``fromlist``; compiled code never
+    does, and scripts cannot call ``__import__`` themselves): a module the process already has,
+    or one of the known lazy imports of the libraries scripts use."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    if name.startswith(_C_LAZY_IMPORTS) or name in ("_strptime",):
+        return importlib.import_module(name)
+    raise PolicyViolation(f"import of {name!r} is not allowed in the sandbox")
 
 
 def bundle_frames(tb: types.TracebackType | None, files: set[str]) -> list[tuple[str, int, str]]:
