@@ -1,0 +1,84 @@
+"""Ranking throughput with 1 and with 2 worker threads on this machine.
+
+The same realistic re-ranking request (a heavy user's recent events, 150 candidates) is served
+as fast as possible by a runtime with 1 worker and then with 2 workers; enough client threads keep
+the workers busy. Native ops and ONNX Runtime release the GIL, the Python parts of the script do
+not, so the scaling says how much of an inference is GIL-free. The run alternates the two
+configurations and keeps the median of each.
+
+Last line: JSON with ``throughput_1``, ``throughput_2`` (inferences per second) and ``scaling``.
+Target: scaling >= 1.7.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from infer_e2e import big_request  # noqa: E402
+
+from examples.ranking import build_bundle  # noqa: E402
+from vm import keys  # noqa: E402
+from vm.runtime import Runtime  # noqa: E402
+
+SECONDS = 2.0
+CLIENTS = 4
+
+
+def throughput(bundle: Path, keys_dir: Path, workers: int, payload: bytes) -> float:
+    rt = Runtime({"keys": keys_dir, "deadline_ms": 5000, "workers": workers})
+    rt.load(bundle)
+    for _ in range(20):
+        rt.infer_msgpack("home", "rerank", payload)
+    done = [0] * CLIENTS
+    stop = time.perf_counter() + SECONDS
+    start = threading.Barrier(CLIENTS + 1)
+
+    def client(i: int) -> None:
+        start.wait()
+        n = 0
+        while time.perf_counter() < stop:
+            rt.infer_msgpack("home", "rerank", payload)
+            n += 1
+        done[i] = n
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter()
+    start.wait()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    rt.close()
+    return sum(done) / elapsed
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as td:
+        out = Path(td)
+        keys.generate(out / "keys")
+        build_bundle.main(out, out / "keys", targets=[f"{sys.version_info[0]}.{sys.version_info[1]}"])
+        payload = msgpack.packb(big_request(), use_bin_type=True)
+        one, two = [], []
+        for _ in range(3):
+            one.append(throughput(out / "home-rerank.evb", out / "keys", 1, payload))
+            two.append(throughput(out / "home-rerank.evb", out / "keys", 2, payload))
+            print(f"1 worker {one[-1]:8.1f}/s   2 workers {two[-1]:8.1f}/s")
+    t1, t2 = statistics.median(one), statistics.median(two)
+    print(json.dumps({"throughput_1": round(t1, 1), "throughput_2": round(t2, 1), "scaling": round(t2 / t1, 3),
+                      "clients": CLIENTS, "seconds_per_run": SECONDS}))
+
+
+if __name__ == "__main__":
+    main()
