@@ -325,7 +325,37 @@ typedef struct {
     uint16_t max;
     uint8_t expect_next; /* 3.12 superinstructions: opcode + 1 that must follow (0: any) */
     uint8_t base_op;     /* 3.12 superinstructions: opcode + 1 of their first half (0: not one) */
+    uint8_t in_kind;     /* how many stack items the instruction reads: IN_* below */
+    uint8_t in_const;
+    uint8_t flow;        /* FLOW_* below */
+    uint8_t resumes;     /* RETURN_GENERATOR: execution goes on with the sent value pushed (+1) */
+    uint8_t pad[2];
 } oprow_t;
+
+enum { IN_FIXED = 0, IN_ARG = 1, IN_ARG2 = 2, IN_MAKE_FUNCTION = 3, IN_FORMAT_VALUE = 4, IN_CALL_EX = 5,
+       IN_SLICE = 6 };
+enum { FLOW_NEXT = 0, FLOW_JUMP = 1, FLOW_BRANCH = 2, FLOW_STOP = 3 };
+
+static long
+stack_inputs(const oprow_t *r, long arg)
+{
+    switch (r->in_kind) {
+    case IN_ARG:
+        return arg + r->in_const;
+    case IN_ARG2:
+        return 2 * arg + r->in_const;
+    case IN_MAKE_FUNCTION:
+        return r->in_const + __builtin_popcountl((unsigned long)arg & 0xF);
+    case IN_FORMAT_VALUE:
+        return r->in_const + ((arg >> 2) & 1);
+    case IN_CALL_EX:
+        return r->in_const + (arg & 1);
+    case IN_SLICE:
+        return arg == 3 ? 3 : 2;
+    default:
+        return r->in_const;
+    }
+}
 
 typedef struct {
     const oprow_t *rows;
@@ -428,6 +458,135 @@ check_const(PyObject *c, int depth)
 }
 
 static int verify_code(verifier_t *v, PyObject *code, int depth);
+
+/* Stack depth on every path: never below what an instruction reads, never above co_stacksize,
+ * the same whichever way an instruction is reached, and deep enough for the exception handler that
+ * covers it. CPython trusts code objects on all of this; a crafted one would read or write outside
+ * its frame. Net effects come from the compiler's own table (PyCompile_OpcodeStackEffectWithJump). */
+typedef struct {
+    long start, end, target, depth, lasti;
+} exc_entry_t;
+
+static int
+merge_depth(int *depth, Py_ssize_t *work, Py_ssize_t *nwork, Py_ssize_t at, int d, PyObject *codeobj)
+{
+    if (depth[at] < 0) {
+        depth[at] = d;
+        work[(*nwork)++] = at;
+        return 0;
+    }
+    if (depth[at] != d)
+        return fail_at(codeobj, at, "inconsistent stack depth where paths meet", 0);
+    return 0;
+}
+
+static int
+check_stack(verifier_t *v, PyCodeObject *co, PyObject *codeobj, const uint8_t *bc, Py_ssize_t nunits,
+            const uint8_t *is_start)
+{
+    const oprow_t *rows = v->rows;
+    int stacksize = co->co_stacksize, rc = -1;
+    int *depth = PyMem_Malloc(sizeof(int) * (size_t)nunits);
+    int *handler = PyMem_Malloc(sizeof(int) * (size_t)nunits);
+    Py_ssize_t *work = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)nunits);
+    exc_entry_t *entries = NULL;
+    Py_ssize_t nentries = 0, nwork = 0;
+    if (!depth || !handler || !work) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (Py_ssize_t k = 0; k < nunits; k++)
+        depth[k] = handler[k] = -1;
+
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(co->co_exceptiontable);
+    Py_ssize_t n = PyBytes_GET_SIZE(co->co_exceptiontable), pos = 0;
+    entries = PyMem_Malloc(sizeof(exc_entry_t) * (size_t)(n / 4 + 1));
+    if (!entries) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    while (pos < n) { /* already validated by the caller */
+        long start, length, target, dl;
+        read_varint(p, n, &pos, &start);
+        read_varint(p, n, &pos, &length);
+        read_varint(p, n, &pos, &target);
+        read_varint(p, n, &pos, &dl);
+        exc_entry_t *e = &entries[nentries];
+        e->start = start;
+        e->end = start + length;
+        e->target = target;
+        e->depth = dl >> 1;
+        e->lasti = dl & 1;
+        if (e->depth + e->lasti + 1 > stacksize) {
+            fail_at(codeobj, target, "exception handler deeper than the frame's stack", 0);
+            goto out;
+        }
+        for (long k = e->start; k < e->end; k++)
+            handler[k] = (int)nentries;
+        nentries++;
+    }
+
+    if (merge_depth(depth, work, &nwork, 0, 0, codeobj) < 0)
+        goto out;
+    while (nwork > 0) {
+        Py_ssize_t s = work[--nwork], i = s;
+        int d = depth[s];
+        long arg = 0;
+        while (bc[2 * i] == v->ext_arg_op) {
+            arg = (arg | bc[2 * i + 1]) << 8;
+            i++;
+        }
+        int op = bc[2 * i];
+        arg |= bc[2 * i + 1];
+        const oprow_t *r = &rows[op];
+        int base = r->base_op ? r->base_op - 1 : op;
+        Py_ssize_t next = i + 1 + r->caches;
+
+        if (d < stack_inputs(r, arg)) {
+            fail_at(codeobj, i, "instruction reads below the bottom of the stack", op);
+            goto out;
+        }
+        if (handler[i] >= 0) {
+            exc_entry_t *e = &entries[handler[i]];
+            if (d < e->depth) {
+                fail_at(codeobj, i, "stack shallower than its exception handler expects", op);
+                goto out;
+            }
+            if (merge_depth(depth, work, &nwork, e->target, (int)(e->depth + e->lasti + 1), codeobj) < 0)
+                goto out;
+        }
+        if (r->flow != FLOW_JUMP && r->flow != FLOW_STOP) {
+            int eff = r->resumes ? 1 : PyCompile_OpcodeStackEffectWithJump(base, (int)arg, 0);
+            if (eff == PY_INVALID_STACK_EFFECT || d + eff < 0 || d + eff > stacksize) {
+                fail_at(codeobj, i, "stack depth out of bounds", op);
+                goto out;
+            }
+            if (next >= nunits || !is_start[next]) {
+                fail_at(codeobj, i, "execution runs off the end of the code", op);
+                goto out;
+            }
+            if (merge_depth(depth, work, &nwork, next, d + eff, codeobj) < 0)
+                goto out;
+        }
+        if (r->flow == FLOW_JUMP || r->flow == FLOW_BRANCH) {
+            int eff = PyCompile_OpcodeStackEffectWithJump(base, (int)arg, 1);
+            Py_ssize_t target = r->argkind == ARG_JUMP_BWD ? next - arg : next + arg;
+            if (eff == PY_INVALID_STACK_EFFECT || d + eff < 0 || d + eff > stacksize) {
+                fail_at(codeobj, i, "stack depth out of bounds at the jump target", op);
+                goto out;
+            }
+            if (merge_depth(depth, work, &nwork, target, d + eff, codeobj) < 0)
+                goto out;
+        }
+    }
+    rc = 0;
+out:
+    PyMem_Free(depth);
+    PyMem_Free(handler);
+    PyMem_Free(work);
+    PyMem_Free(entries);
+    return rc;
+}
 
 static int
 scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
@@ -627,6 +786,8 @@ scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
             }
         }
     }
+    if (check_stack(v, co, codeobj, bc, nunits, is_start) < 0)
+        goto out;
     rc = 0;
 out:
     PyMem_Free(is_start);

@@ -2,6 +2,7 @@
 the bytecode check refuses malformed code objects that no compiler would produce."""
 from __future__ import annotations
 
+import dis
 import types
 
 import pytest
@@ -197,6 +198,25 @@ def test_renamed_attribute_is_refused() -> None:
     outer, inner = _inner("def f(x):\n    return x.plain\n")
     renamed = inner.replace(co_names=tuple("__globals__" if n == "plain" else n for n in inner.co_names))
     _refuses(_replace_inner(outer, inner, renamed), "__globals__")
+
+
+def test_stack_underflow_is_refused() -> None:
+    # `return a + b` with the load of `b` replaced by a NOP: BINARY_OP would read below the stack.
+    outer, inner = _inner("def f(a, b):\n    return a + b\n")
+    raw = bytearray(inner.co_code)
+    loads = [i for i in range(0, len(raw), 2) if dis.opname[raw[i]] == "LOAD_FAST"]
+    raw[loads[-1]], raw[loads[-1] + 1] = dis.opmap["NOP"], 0
+    _refuses(_replace_inner(outer, inner, inner.replace(co_code=bytes(raw))), "below the bottom of the stack")
+
+
+def test_stack_overflow_is_refused() -> None:
+    outer, inner = _inner("def f(a, b, c):\n    return [a, b, c]\n")
+    _refuses(_replace_inner(outer, inner, inner.replace(co_stacksize=1)), "stack depth out of bounds")
+
+
+def test_exception_handler_deeper_than_the_stack_is_refused() -> None:
+    outer, inner = _inner("def f(a):\n    try:\n        return 1 / a\n    except ZeroDivisionError:\n        return 0\n")
+    _refuses(_replace_inner(outer, inner, inner.replace(co_stacksize=0)), "")
 
 
 def test_non_code_blob_is_refused() -> None:

@@ -63,8 +63,54 @@ _NAME_CLASS = {
 (ARG_NONE, ARG_CONST, ARG_NAME, ARG_LOCAL, ARG_LOCAL_PAIR, ARG_FREE_COUNT, ARG_JUMP_FWD, ARG_JUMP_BWD, ARG_ENUM,
  ARG_REPORT) = range(10)
 
-# allowed, caches, argkind, shift, name_class, deny_mask, max, expect_next (+1), base_op (+1)
-_ROW = struct.Struct("<BBBBBBHBB")
+# allowed, caches, argkind, shift, name_class, deny_mask, max, expect_next (+1), base_op (+1),
+# inputs kind, inputs constant, flow, resumes, 2 pad bytes
+_ROW = struct.Struct("<BBBBBBHBBBBBBxx")
+
+# How deep the stack must be before an instruction runs (what it pops or reads below the top),
+# as (kind, constant). The verifier's stack analysis checks it on every path, so crafted code
+# cannot make an instruction read below the bottom of its frame's stack.
+IN_FIXED, IN_ARG, IN_ARG2, IN_MAKE_FUNCTION, IN_FORMAT_VALUE, IN_CALL_EX, IN_SLICE = range(7)
+_INPUTS: dict[str, tuple[int, int]] = {
+    **{n: (IN_FIXED, 1) for n in (
+        "POP_TOP", "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "UNARY_POSITIVE", "TO_BOOL", "STORE_FAST",
+        "STORE_DEREF", "STORE_NAME", "STORE_GLOBAL", "LOAD_ATTR", "LOAD_METHOD", "DELETE_ATTR", "GET_ITER",
+        "GET_YIELD_FROM_ITER", "GET_AITER", "GET_ANEXT", "GET_AWAITABLE", "GET_LEN", "RETURN_VALUE",
+        "YIELD_VALUE", "POP_JUMP_IF_FALSE", "POP_JUMP_IF_TRUE", "POP_JUMP_IF_NONE", "POP_JUMP_IF_NOT_NONE",
+        "POP_JUMP_FORWARD_IF_FALSE", "POP_JUMP_FORWARD_IF_TRUE", "POP_JUMP_FORWARD_IF_NONE",
+        "POP_JUMP_FORWARD_IF_NOT_NONE", "POP_JUMP_BACKWARD_IF_FALSE", "POP_JUMP_BACKWARD_IF_TRUE",
+        "POP_JUMP_BACKWARD_IF_NONE", "POP_JUMP_BACKWARD_IF_NOT_NONE", "JUMP_IF_FALSE_OR_POP",
+        "JUMP_IF_TRUE_OR_POP", "FOR_ITER", "IMPORT_FROM", "PUSH_EXC_INFO", "POP_EXCEPT", "BEFORE_WITH",
+        "BEFORE_ASYNC_WITH", "ASYNC_GEN_WRAP", "MATCH_MAPPING", "MATCH_SEQUENCE", "CONVERT_VALUE",
+        "FORMAT_SIMPLE", "CALL_INTRINSIC_1", "LIST_TO_TUPLE", "UNPACK_SEQUENCE", "UNPACK_EX",
+        "LOAD_FROM_DICT_OR_GLOBALS", "LOAD_FROM_DICT_OR_DEREF", "STORE_FAST_LOAD_FAST", "EXIT_INIT_CHECK")},
+    **{n: (IN_FIXED, 2) for n in (
+        "BINARY_OP", "BINARY_SUBSCR", "COMPARE_OP", "IS_OP", "CONTAINS_OP", "STORE_ATTR", "DELETE_SUBSCR",
+        "IMPORT_NAME", "CHECK_EXC_MATCH", "CHECK_EG_MATCH", "PREP_RERAISE_STAR", "SEND", "END_SEND",
+        "END_ASYNC_FOR", "FORMAT_WITH_SPEC", "SET_FUNCTION_ATTRIBUTE", "CALL_INTRINSIC_2", "MATCH_KEYS",
+        "STORE_FAST_STORE_FAST")},
+    **{n: (IN_FIXED, 3) for n in ("STORE_SUBSCR", "BINARY_SLICE", "LOAD_SUPER_ATTR", "CLEANUP_THROW",
+                                   "MATCH_CLASS")},
+    **{n: (IN_FIXED, 4) for n in ("STORE_SLICE", "WITH_EXCEPT_START")},
+    **{n: (IN_ARG, 0) for n in ("BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_STRING", "COPY", "SWAP",
+                                 "RAISE_VARARGS")},
+    **{n: (IN_ARG, 1) for n in ("BUILD_CONST_KEY_MAP", "LIST_APPEND", "SET_ADD", "LIST_EXTEND", "SET_UPDATE",
+                                 "DICT_UPDATE", "RERAISE")},
+    "MAP_ADD": (IN_ARG, 2),
+    "DICT_MERGE": (IN_ARG, 2),
+    "CALL": (IN_ARG, 2),
+    "PRECALL": (IN_ARG, 2),
+    "CALL_KW": (IN_ARG, 3),
+    "BUILD_MAP": (IN_ARG2, 0),
+    "MAKE_FUNCTION": (IN_MAKE_FUNCTION, 1),
+    "FORMAT_VALUE": (IN_FORMAT_VALUE, 1),
+    "CALL_FUNCTION_EX": (IN_CALL_EX, 3),
+    "BUILD_SLICE": (IN_SLICE, 0),
+}
+
+FLOW_NEXT, FLOW_JUMP, FLOW_BRANCH, FLOW_STOP = range(4)
+_STOP = {"RETURN_VALUE", "RETURN_CONST", "RAISE_VARARGS", "RERAISE"}
+_JUMP = {"JUMP_FORWARD", "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT"}
 
 # CPython 3.12 fuses instruction pairs when it creates a code object (_PyCode_Quicken): the stored
 # code then holds these, each followed by its unchanged second half. The verifier reads the stored
@@ -146,10 +192,32 @@ def _argkind(name: str, code: int, version: tuple[int, int]) -> int:
     return ARG_NONE
 
 
+def _inputs(name: str, version: tuple[int, int]) -> tuple[int, int]:
+    if name == "CALL" and version == (3, 11):
+        return IN_FIXED, 2  # 3.11's stack model counts the arguments as popped by the PRECALL before
+    if name == "END_FOR":
+        return IN_FIXED, 2 if version == (3, 12) else 1
+    if name == "MAKE_FUNCTION" and version >= (3, 13):
+        return IN_FIXED, 1
+    if name == "DICT_MERGE" and version >= (3, 13):
+        return IN_ARG, 4
+    return _INPUTS.get(name, (IN_FIXED, 0))
+
+
+def _flow(name: str, code: int) -> int:
+    if name in _STOP:
+        return FLOW_STOP
+    if name in _JUMP:
+        return FLOW_JUMP
+    if code in opcode.hasjrel:
+        return FLOW_BRANCH
+    return FLOW_NEXT
+
+
 def build_table(version: tuple[int, int] | None = None) -> bytes:
     """The 256-row table for the running interpreter's ``opcode`` module."""
     version = version or sys.version_info[:2]
-    rows = [_ROW.pack(0, 0, 0, 0, 0, 0, 0, 0, 0)] * 256
+    rows = [_ROW.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)] * 256
     for name, code in opcode.opmap.items():
         if code >= 256 or name not in ALLOWED or name == "CACHE":
             continue
@@ -160,7 +228,9 @@ def build_table(version: tuple[int, int] | None = None) -> bytes:
         elif kind == ARG_ENUM:
             shift, maximum, deny = _enum(name, version)  # type: ignore[misc]
         nclass = NC_MATCH_CLASS if kind == ARG_REPORT else _NAME_CLASS.get(name, 0) if kind == ARG_NAME else 0
-        rows[code] = _ROW.pack(1, _cache_entries(name), kind, shift, nclass, deny, maximum, 0, 0)
+        in_kind, in_const = _inputs(name, version)
+        rows[code] = _ROW.pack(1, _cache_entries(name), kind, shift, nclass, deny, maximum, 0, 0, in_kind, in_const,
+                               _flow(name, code), name == "RETURN_GENERATOR")
     if version == (3, 12):
         all_names = list(getattr(opcode, "_specialized_instructions", []))
         specialized = {n: i for i, n in enumerate(dis_names()) if n in all_names}
@@ -169,7 +239,9 @@ def build_table(version: tuple[int, int] | None = None) -> bytes:
             if code is not None:
                 base = opcode.opmap[first]
                 kind = _argkind(first, base, version)
-                rows[code] = _ROW.pack(1, 0, kind, 0, 0, 0, 0, opcode.opmap[second] + 1, base + 1)
+                in_kind, in_const = _inputs(first, version)
+                rows[code] = _ROW.pack(1, 0, kind, 0, 0, 0, 0, opcode.opmap[second] + 1, base + 1, in_kind, in_const,
+                                       FLOW_NEXT, 0)
     return b"".join(rows)
 
 
