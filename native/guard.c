@@ -420,10 +420,15 @@ name_needs_judgement(verifier_t *v, int nclass, PyObject *name)
     }
 }
 
+/* A report's last field is first the unit where its instruction starts; once the jump targets are
+ * known it becomes `joined`: True if another path can reach the instruction, in which case what
+ * the previous instruction left on the stack says nothing about what the instruction will see. */
 static int
-report(verifier_t *v, PyObject *code, Py_ssize_t unit, int nclass, PyObject *name, int prev_op, long prev_arg)
+report(verifier_t *v, PyObject *code, Py_ssize_t unit, Py_ssize_t start, int nclass, PyObject *name,
+       int prev_op, long prev_arg)
 {
-    PyObject *t = Py_BuildValue("(OniOil)", code, unit * 2, nclass, name ? name : Py_None, prev_op, prev_arg);
+    PyObject *t = Py_BuildValue("(OniOiln)", code, unit * 2, nclass, name ? name : Py_None, prev_op, prev_arg,
+                                start);
     if (!t)
         return -1;
     int rc = PyList_Append(v->reports, t);
@@ -598,7 +603,8 @@ scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
     Py_ssize_t nconsts = PyTuple_GET_SIZE(co->co_consts), nnames = PyTuple_GET_SIZE(co->co_names);
     Py_ssize_t nlocals = co->co_nlocalsplus, nfree = co->co_nfreevars;
     const oprow_t *rows = v->rows;
-    uint8_t *is_start = NULL;
+    uint8_t *is_start = NULL; /* bit 0: an instruction starts here; bit 1: a jump or handler lands here */
+    Py_ssize_t first_report = PyList_GET_SIZE(v->reports);
     int rc = -1;
 
     if (nunits == 0) {
@@ -639,7 +645,8 @@ scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
         }
         ext = 0;
         /* An instruction starts at its first EXTENDED_ARG prefix: that is where jumps land. */
-        is_start[chain >= 0 ? chain : i] = 1;
+        Py_ssize_t istart = chain >= 0 ? chain : i;
+        is_start[istart] = 1;
         chain = -1;
         Py_ssize_t next = i + 1 + r->caches;
         if (next > nunits) {
@@ -676,13 +683,14 @@ scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
             if (r->name_class) {
                 PyObject *name = PyTuple_GET_ITEM(co->co_names, idx);
                 int need = name_needs_judgement(v, r->name_class, name);
-                if (need < 0 || (need && report(v, codeobj, i, r->name_class, name, prev_op, prev_arg) < 0))
+                if (need < 0 ||
+                    (need && report(v, codeobj, i, istart, r->name_class, name, prev_op, prev_arg) < 0))
                     goto out;
             }
             break;
         }
         case ARG_REPORT:
-            if (report(v, codeobj, i, r->name_class, NULL, prev_op, prev_arg) < 0)
+            if (report(v, codeobj, i, istart, r->name_class, NULL, prev_op, prev_arg) < 0)
                 goto out;
             break;
         case ARG_LOCAL:
@@ -757,6 +765,8 @@ scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
                 fail_at(codeobj, i, "jump into the middle of an instruction", op);
                 goto out;
             }
+            if (target >= 0)
+                is_start[target] |= 2;
             /* 3.12+: an exhausted FOR_ITER skips the END_FOR (and in 3.13 the POP_TOP) it targets. */
             if (op == v->for_iter_op && v->for_iter_skip > 0 &&
                 (target + v->for_iter_skip >= nunits || bc[2 * target] != v->end_for_op ||
@@ -784,7 +794,17 @@ scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
                 fail_at(codeobj, start, "exception table entry out of range", 0);
                 goto out;
             }
+            is_start[target] |= 2;
         }
+    }
+    for (Py_ssize_t k = first_report; k < PyList_GET_SIZE(v->reports); k++) {
+        PyObject *t = PyList_GET_ITEM(v->reports, k);
+        Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 6));
+        PyObject *joined = PyTuple_Pack(7, PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1), PyTuple_GET_ITEM(t, 2),
+                                        PyTuple_GET_ITEM(t, 3), PyTuple_GET_ITEM(t, 4), PyTuple_GET_ITEM(t, 5),
+                                        (is_start[at] & 2) ? Py_True : Py_False);
+        if (!joined || PyList_SetItem(v->reports, k, joined) < 0)
+            goto out;
     }
     if (check_stack(v, co, codeobj, bc, nunits, is_start) < 0)
         goto out;

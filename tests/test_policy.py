@@ -112,6 +112,12 @@ def test_annotations_store_with_a_crafted_key_is_refused() -> None:
     assert code_problems("__annotations__['x=__import__(\"os\")'] = int\n")
 
 
+def test_format_receiver_reached_by_a_jump_is_refused() -> None:
+    # The instruction before `.format` is the literal, but the other branch arrives with `a`.
+    problems = code_problems("def f(a, c, x):\n    return (a if c else '{}').format(x)\n")
+    assert any("literal format string" in p for p in problems), problems
+
+
 def test_module_name_may_only_be_set_by_the_compiler() -> None:
     assert code_problems("class A:\n    __module__ = 'os'\n")
     assert code_problems("class A:\n    pass\n") == []

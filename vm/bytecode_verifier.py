@@ -44,6 +44,13 @@ def _next_instruction(code: bytes, offset: int) -> tuple[int, int, int]:
     return code[pos], arg | code[pos + 1], pos
 
 
+def _landing_offsets(code: types.CodeType) -> set[int]:
+    """Offsets that a jump or an exception handler entry can reach."""
+    landing = set(dis.findlabels(code.co_code))
+    landing.update(entry.target for entry in dis.Bytecode(code).exception_entries)
+    return landing
+
+
 class _Checker:
     def __init__(self, filename: str, bundle_modules: frozenset[str]) -> None:
         self.filename = filename
@@ -55,7 +62,11 @@ class _Checker:
             self.problems.append(f"{self.filename}:{_line_of(code, offset)}: {reason}")
 
     def judge(self, code: types.CodeType, offset: int, nclass: int, name: str | None, prev_op: int,
-              prev_arg: int) -> None:
+              prev_arg: int, joined: bool) -> None:
+        if joined:
+            # Another path reaches this instruction, so the previous instruction does not tell what
+            # is on the stack: the checks below that rely on it cannot hold.
+            prev_op = -1
         if nclass == opcodes.NC_MATCH_CLASS:
             problem = self._attribute_tuple(code, prev_op, prev_arg, "class pattern")
             if problem:
@@ -122,13 +133,14 @@ class _Checker:
 
     @staticmethod
     def _annotation_pattern(code: types.CodeType, raw: bytes, offset: int) -> str | None:
-        # The compiler reads __annotations__ only to store one annotation under an identifier key.
+        # The compiler reads __annotations__ only to store one annotation under an identifier key,
+        # in three instructions that no jump enters.
         op, arg, pos = _next_instruction(raw, offset)
         if op == opcodes.LOAD_CONST:
             key = code.co_consts[arg]
             if isinstance(key, str) and key.isidentifier():
-                op2, _, _ = _next_instruction(raw, pos)
-                if op2 == opcodes.STORE_SUBSCR:
+                op2, _, pos2 = _next_instruction(raw, pos)
+                if op2 == opcodes.STORE_SUBSCR and not {pos, pos2} & _landing_offsets(code):
                     return None
         return "'__annotations__' may only be used by annotated assignments"
 
