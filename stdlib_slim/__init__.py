@@ -34,19 +34,11 @@ PLAIN: dict[str, tuple[str, tuple[str, ...]]] = {
         "harmonic_mean", "linear_regression", "mean", "median", "median_grouped", "median_high",
         "median_low", "mode", "multimode", "pstdev", "pvariance", "quantiles", "stdev", "variance",
     )),
-    "collections": ("collections", (
-        "ChainMap", "Counter", "OrderedDict", "UserDict", "UserList", "UserString", "defaultdict",
-        "deque", "namedtuple",
-    )),
     "collections.abc": ("collections.abc", (
         "AsyncGenerator", "AsyncIterable", "AsyncIterator", "Awaitable", "ByteString", "Callable",
         "Collection", "Container", "Coroutine", "Generator", "Hashable", "ItemsView", "Iterable",
         "Iterator", "KeysView", "Mapping", "MappingView", "MutableMapping", "MutableSequence",
         "MutableSet", "Reversible", "Sequence", "Set", "Sized", "ValuesView",
-    )),
-    "functools": ("functools", (
-        "cache", "cached_property", "cmp_to_key", "lru_cache", "partial", "partialmethod", "reduce",
-        "singledispatch", "total_ordering", "update_wrapper", "wraps",
     )),
     "heapq": ("heapq", ("heapify", "heappop", "heappush", "heappushpop", "heapreplace", "merge",
                         "nlargest", "nsmallest")),
@@ -59,22 +51,9 @@ PLAIN: dict[str, tuple[str, tuple[str, ...]]] = {
     )),
     "datetime": ("datetime", ("MAXYEAR", "MINYEAR", "date", "datetime", "time", "timedelta", "timezone",
                               "tzinfo")),
-    "string": ("string", (
-        "Template", "ascii_letters", "ascii_lowercase", "ascii_uppercase", "capwords", "digits",
-        "hexdigits", "octdigits", "printable", "punctuation", "whitespace",
-    )),
     "hashlib": ("hashlib", (
         "blake2b", "blake2s", "md5", "new", "sha1", "sha224", "sha256", "sha384", "sha3_224", "sha3_256",
         "sha3_384", "sha3_512", "sha512", "algorithms_available", "algorithms_guaranteed",
-    )),
-    "typing": ("typing", (
-        "TYPE_CHECKING", "Annotated", "Any", "AsyncIterator", "Awaitable", "Callable", "ClassVar",
-        "Collection", "Container", "Coroutine", "Counter", "DefaultDict", "Deque", "Dict", "Final",
-        "FrozenSet", "Generator", "Generic", "Hashable", "Iterable", "Iterator", "List", "Literal",
-        "Mapping", "MutableMapping", "MutableSequence", "MutableSet", "NamedTuple", "NoReturn",
-        "Optional", "OrderedDict", "Protocol", "Sequence", "Set", "Sized", "SupportsFloat",
-        "SupportsIndex", "SupportsInt", "Tuple", "Type", "TypeVar", "TypedDict", "Union", "cast",
-        "final", "overload", "runtime_checkable", "Self", "Never", "LiteralString",
     )),
     "__future__": ("__future__", ("annotations",)),
     "base64": ("base64", ("b16decode", "b16encode", "b32decode", "b32encode", "b64decode", "b64encode",
@@ -95,6 +74,10 @@ WRAPPED: dict[str, str] = {
     "enum": "stdlib_slim.slim_enum",
     "dataclasses": "stdlib_slim.slim_dataclasses",
     "numpy": "stdlib_slim.slim_numpy",
+    "collections": "stdlib_slim.slim_collections",
+    "functools": "stdlib_slim.slim_functools",
+    "typing": "stdlib_slim.slim_typing",
+    "string": "stdlib_slim.slim_string",
 }
 
 MODULES: frozenset[str] = frozenset(PLAIN) | frozenset(WRAPPED)
@@ -114,10 +97,13 @@ def _plain_members(name: str) -> dict[str, Any]:
 
 
 def freeze_classes(members: dict[str, Any]) -> None:
-    """Make every library class among ``members`` immutable (process-wide, idempotent)."""
+    """Make every library class among ``members`` (and their submodules) immutable (process-wide,
+    idempotent)."""
     for value in members.values():
         if isinstance(value, type):
             _guard.freeze_type(value)
+        elif isinstance(value, types.ModuleType):
+            freeze_classes(vars(value))
 
 
 def build(name: str, env: Any) -> types.ModuleType:

@@ -38,8 +38,8 @@ _NAMES = (
     "nanmin", "nanmax", "nanargmin", "nanargmax", "nanpercentile", "nanquantile", "any", "all",
     "count_nonzero", "corrcoef", "cov", "sort", "argsort", "lexsort", "partition", "argpartition",
     "cumulative_sum", "trace", "tril", "triu",
-    # types and constants
-    "ndarray", "dtype", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+    # types and constants ("ndarray" is the stand-in below)
+    "dtype", "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
     "uint16", "uint32", "uint64", "bool_", "complex64", "complex128", "str_", "bytes_", "integer",
     "floating", "number", "generic", "nan", "inf", "pi", "e", "newaxis", "finfo", "iinfo",
     "can_cast", "result_type", "promote_types", "issubdtype", "isscalar", "ndim", "shape", "size",
@@ -48,9 +48,27 @@ _LINALG = ("norm", "inv", "solve", "det", "svd", "eigh", "eigvalsh", "lstsq", "p
            "matrix_rank", "matrix_power", "slogdet")
 
 
+class _ArrayTypeMeta(type):
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, np.ndarray)
+
+    def __subclasscheck__(cls, sub: Any) -> bool:
+        return isinstance(sub, type) and issubclass(sub, np.ndarray)
+
+
+class ndarray(metaclass=_ArrayTypeMeta):  # noqa: N801 - numpy's name
+    """What scripts see as ``numpy.ndarray`` (also ``type(array)``): good for ``isinstance``, but
+    not a constructor. ``numpy.ndarray(shape, dtype, buffer, offset)`` accepts a negative offset
+    and object dtypes over raw bytes: build arrays with ``array``, ``zeros``, ``asarray``..."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("numpy.ndarray(...) is not available in scripts: use numpy.array, zeros, ones, ...")
+
+
 def build(env: Any) -> dict[str, Any]:
     _guard.numpy_install()
     members = {name: getattr(np, name) for name in _NAMES if hasattr(np, name)}
+    members["ndarray"] = ndarray
     linalg = types.ModuleType("numpy.linalg")
     linalg.__dict__.update({name: getattr(np.linalg, name) for name in _LINALG})
     linalg.__dict__["LinAlgError"] = np.linalg.LinAlgError

@@ -51,6 +51,19 @@ def _landing_offsets(code: types.CodeType) -> set[int]:
     return landing
 
 
+def _import_level(code: types.CodeType, offset: int) -> int:
+    """The level of the IMPORT_NAME at ``offset`` (0, absolute, unless it is plainly relative)."""
+    instructions = [i for i in dis.get_instructions(code) if i.opname != "CACHE"]
+    at = next(k for k, i in enumerate(instructions) if i.offset == offset)
+    if at < 2:
+        return 0
+    level, fromlist = instructions[at - 2], instructions[at - 1]
+    if level.opname != "LOAD_CONST" or fromlist.opname != "LOAD_CONST" or \
+            {fromlist.offset, offset} & _landing_offsets(code):
+        return 0
+    return level.argval if type(level.argval) is int else 0
+
+
 class _Checker:
     def __init__(self, filename: str, bundle_modules: frozenset[str]) -> None:
         self.filename = filename
@@ -94,7 +107,7 @@ class _Checker:
         elif nclass == opcodes.NC_ATTR_STORE:
             problem = policy.attribute_problem(name, store=True)
         elif nclass == opcodes.NC_IMPORT:
-            problem = self._import_problem(name)
+            problem = self._import_problem(name, _import_level(code, offset))
         elif nclass == opcodes.NC_IMPORT_FROM:
             problem = policy.import_from_problem(name)
         else:
@@ -102,9 +115,9 @@ class _Checker:
         if problem:
             self.fail(code, offset, problem)
 
-    def _import_problem(self, name: str) -> str | None:
-        if name == "" or any(m == name or m.endswith("." + name) for m in self.bundle_modules):
-            return None  # a module of the bundle, possibly relative; resolved by the runtime's import
+    def _import_problem(self, name: str, level: int) -> str | None:
+        if level > 0 and (name == "" or any(m == name or m.endswith("." + name) for m in self.bundle_modules)):
+            return None  # relative, within the bundle; resolved by the runtime's import
         return policy.import_problem(name, self.bundle_modules)
 
     @staticmethod
@@ -115,6 +128,8 @@ class _Checker:
             return f"{what} attribute names must be a literal tuple of strings"
         for n in names:
             problem = policy.attribute_problem(n)
+            if problem is None and n in policy.FORMAT_METHODS:
+                problem = f"attribute '{n}' is only reachable on a literal format string"
             if problem:
                 return f"{what}: {problem}"
         return None

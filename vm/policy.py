@@ -57,8 +57,7 @@ READABLE_DUNDERS: frozenset[str] = PROTOCOL_DUNDERS | {"__name__", "__qualname__
 # Names a module or class body may assign (the compiler writes some of them itself).
 ASSIGNABLE_DUNDERS: frozenset[str] = PROTOCOL_DUNDERS | {
     "__all__", "__version__", "__author__", "__doc__", "__slots__", "__match_args__",
-    "__annotations__", "__qualname__", "__module__", "__classcell__", "__firstlineno__",
-    "__static_attributes__",
+    "__qualname__", "__module__", "__classcell__", "__firstlineno__", "__static_attributes__",
 }
 # ...of which these are written in a fixed pattern (checked in bytecode): by the compiler, or a
 # literal tuple of attribute names (``__match_args__``).
@@ -92,8 +91,9 @@ INTROSPECTION_ATTRS: frozenset[str] = frozenset({
     "co_varnames", "co_positions", "co_lines",
     # class hierarchy, Python 2 spellings
     "mro", "func_globals", "func_code", "func_closure", "im_func", "im_self", "im_class",
-    # numpy arrays and bit generators: file and raw-memory doors
-    "tofile", "dump", "ctypes", "cffi", "capsule",
+    # numpy arrays and bit generators: file and raw-memory doors; in-place resize (with
+    # refcheck=False it frees memory that views still use)
+    "tofile", "dump", "ctypes", "cffi", "capsule", "bit_generator", "resize",
 })
 
 # Calls the sandbox refuses to provide at all (checked in source for a clearer error; at run

@@ -302,7 +302,10 @@ def _in_sandbox(fn: Callable[..., Any], files: frozenset[str], *args: Any) -> An
     except BaseException as exc:  # noqa: BLE001 - everything a script raises becomes a typed error
         frames = bundle_frames(exc.__traceback__, set(files))
         where = f"{frames[-1][0]}:{frames[-1][1]}: " if frames else ""
-        text = str(exc)
+        try:  # an exact str: a str subclass kept in the error would run script code in the host later
+            text = "".join((str(exc),))
+        except Exception:
+            text = "(the exception's message could not be rendered)"
         if len(text) > MAX_MESSAGE:
             text = text[:MAX_MESSAGE] + "..."
         detail = {"type": type(exc).__name__, "message": text,

@@ -11,11 +11,13 @@ reaches another bundle or the runtime.
 """
 from __future__ import annotations
 
+import abc
 import builtins as _builtins
 import importlib
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -124,13 +126,54 @@ def _safe_pow(base: Any, exp: Any, mod: Any = None) -> Any:
     return pow(base, exp) if mod is None else pow(base, exp, mod)
 
 
+# Classes created by scripts' class statements: they stay mutable (a script may set class
+# attributes); every other class a script reaches through type() is made immutable, so no bundle
+# can change a library class for the runtime or another bundle.
+_script_classes: weakref.WeakSet[type] = weakref.WeakSet()
+
+
+def _build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
+    cls = _builtins.__build_class__(func, name, *bases, **kwargs)
+    if isinstance(cls, type):
+        _script_classes.add(cls)
+    return cls
+
+
 def _safe_type(*args: Any) -> type:
     if len(args) != 1:
         raise PolicyViolation("type() with three arguments (creating classes dynamically) is not allowed")
     t = type(args[0])
     if issubclass(t, type):
         raise PolicyViolation("type() of a class (its metaclass) is not available in scripts")
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and issubclass(t, numpy.ndarray):
+        from stdlib_slim.slim_numpy import ndarray  # the raw constructor takes buffers and offsets
+
+        return ndarray
+    if t not in _script_classes:
+        _guard.freeze_type(t)
     return t
+
+
+def is_script_frame(frame: types.FrameType) -> bool:
+    """True if ``frame`` runs a bundle's script code (it sees the sandbox's builtins)."""
+    return frame.f_builtins.get("type") is _safe_type
+
+
+def _guarded_abc_register(cls: Any, subclass: Any) -> Any:
+    # A script may register on its own ABCs; a library ABC's registry is process-wide.
+    if cls not in _script_classes and is_script_frame(sys._getframe(1)):
+        raise PolicyViolation(f"{cls.__name__}.register() would change isinstance() for the whole process")
+    return _abc_register(cls, subclass)
+
+
+_abc_register = abc.ABCMeta.register
+
+
+def install_process_guards() -> None:
+    """Once per process: library entry points whose effects are process-wide refuse script callers."""
+    if abc.ABCMeta.register is not _guarded_abc_register:
+        abc.ABCMeta.register = _guarded_abc_register
 
 
 def _check_attr(name: Any, store: bool) -> None:
@@ -184,6 +227,7 @@ class Sandbox:
         self._modules: dict[str, types.ModuleType] = {}
         self._slim: dict[str, types.ModuleType] = {}
         self.builtins = self._make_builtins()
+        install_process_guards()
 
     # -- services for stdlib_slim wrappers -------------------------------------------------
     def regex_timeout_s(self) -> float:
@@ -195,6 +239,10 @@ class Sandbox:
     def violation(message: str) -> None:
         raise PolicyViolation(message)
 
+    def bundle_module(self, name: str) -> types.ModuleType | None:
+        """The bundle's module ``name`` if it has been executed."""
+        return self._modules.get(name)
+
     # -- builtins ----------------------------------------------------------------------------
     def _make_builtins(self) -> dict[str, Any]:
         b = {name: getattr(_builtins, name) for name in _SAFE_BUILTINS}
@@ -202,7 +250,7 @@ class Sandbox:
             "range": _safe_range, "iter": _safe_iter, "pow": _safe_pow, "type": _safe_type,
             "getattr": _safe_getattr, "hasattr": _safe_hasattr, "setattr": _safe_setattr,
             "delattr": _safe_delattr, "print": self._print,
-            "__build_class__": _builtins.__build_class__, "__import__": self._import,
+            "__build_class__": _build_class, "__import__": self._import,
         })
         return b
 

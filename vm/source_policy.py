@@ -24,6 +24,14 @@ class Violation:
         return f"{self.file}:{self.line}:{self.col}: {self.reason}"
 
 
+def _pattern_attribute_problem(name: str) -> str | None:
+    """Class patterns read attributes by name from any matching object."""
+    problem = policy.attribute_problem(name)
+    if problem is None and name in policy.FORMAT_METHODS:
+        problem = f"attribute '{name}' is only reachable on a literal format string"
+    return problem
+
+
 def _bound_names(tree: ast.AST) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -104,7 +112,7 @@ class _Visitor(ast.NodeVisitor):
             self.fail(value, "__match_args__ must be a literal tuple of strings")
             return
         for e in value.elts:
-            problem = policy.attribute_problem(e.value)
+            problem = _pattern_attribute_problem(e.value)
             if problem:
                 self.fail(e, f"__match_args__: {problem}")
 
@@ -138,7 +146,7 @@ class _Visitor(ast.NodeVisitor):
 
     def visit_MatchClass(self, node: ast.MatchClass) -> None:
         for attr in node.kwd_attrs:
-            problem = policy.attribute_problem(attr)
+            problem = _pattern_attribute_problem(attr)
             if problem:
                 self.fail(node, f"class pattern: {problem}")
         self.generic_visit(node)

@@ -1,0 +1,6 @@
+"""Module attribute chain: typing.sys."""
+import typing
+
+
+def entry(inputs):
+    return "ESCAPED: " + typing.sys.modules["os"].getcwd()

@@ -1,0 +1,6 @@
+"""import os."""
+import os  # POLICY
+
+
+def entry(inputs):
+    return "ESCAPED: " + os.getcwd()

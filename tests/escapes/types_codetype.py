@@ -1,0 +1,6 @@
+"""types.CodeType / types.FunctionType."""
+import types  # POLICY
+
+
+def entry(inputs):
+    return "ESCAPED: " + str(types.CodeType)
