@@ -6,9 +6,10 @@
     rt.close()
 
 Inputs and results cross the boundary as msgpack (the C API's wire format); the Python API packs
-and unpacks around the same path, so both see identical values and errors. Script calls run on
-worker threads under a watchdog (``vm.executor``); every failure is an ``EdgeError`` with a
-stable code.
+and unpacks around the same path, so both see identical values and errors. Every call is a task
+on one of three priority queues (``vm.scheduler``: deadlines, circuit breakers, metrics); tracked
+events start the tasks a bundle's triggers configure (``vm.triggers``, docs/scheduler.md). Every
+failure is an ``EdgeError`` with a stable code.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,21 +25,23 @@ from typing import Any
 
 import msgpack
 
-from vm import _guard, edge_api, keys, loader
+from vm import _guard, edge_api, keys, loader, triggers
+from vm.breaker import BreakerConfig, Breakers
 from vm.errors import (
     BadInput,
+    Busy,
+    CircuitOpen,
     Closed,
     Downgrade,
     EdgeError,
-    Internal,
     NotFound,
     PolicyError,
     ResourceExhausted,
     ScriptError,
 )
-from vm.executor import WorkerPool
 from vm.packer import parse_version
 from vm.sandbox import PolicyViolation, Sandbox, bundle_frames, prepare_thread
+from vm.scheduler import CORE, Scheduler, Task
 from vm.watchdog import ScriptTimeout
 
 log = logging.getLogger("edgevm")
@@ -52,6 +56,16 @@ DEFAULTS: dict[str, Any] = {
     "grace_ms": 50,
     "max_stuck_workers": 4,
     "queue_size": 1024,
+    "normal_workers": 1,
+    "low_workers": 1,
+    "breaker_failures": 5,
+    "breaker_cooldown_ms": 30_000,
+    "breaker_probes": 1,
+    "starvation_yields": 8,
+    "yield_ms": 5,
+    "gil_slice_us": 0,
+    "calc_store_size": 256,
+    "close_timeout_ms": 1000,
     "allow_downgrade": False,
     "memory_guard": True,
 }
@@ -105,10 +119,29 @@ class Runtime:
             _guard.memory_install()
         else:
             self.memory_limit = 0
-        self._pool = WorkerPool(
-            _int_option(config, "workers", 1, 64), grace_s=_int_option(config, "grace_ms", 1, 60_000) / 1000,
+        yield_ms = _int_option(config, "yield_ms", 0, 60_000)
+        gil_slice_us = _int_option(config, "gil_slice_us", -1, 10_000_000)
+        self._sched = Scheduler(
+            workers=(_int_option(config, "workers", 1, 64), _int_option(config, "normal_workers", 1, 64),
+                     _int_option(config, "low_workers", 1, 64)),
+            queue_size=_int_option(config, "queue_size", 1, 1 << 20),
+            grace_s=_int_option(config, "grace_ms", 1, 60_000) / 1000,
             max_stuck=_int_option(config, "max_stuck_workers", 0, 64),
-            queue_size=_int_option(config, "queue_size", 1, 1 << 20))
+            breakers=Breakers(BreakerConfig(
+                failures=_int_option(config, "breaker_failures", 1, 1 << 30),
+                cooldown_s=_int_option(config, "breaker_cooldown_ms", 0, 86_400_000) / 1000,
+                probes=_int_option(config, "breaker_probes", 1, 1 << 20))),
+            starvation_yields=_int_option(config, "starvation_yields", 1, 1 << 20),
+            yield_s=yield_ms / 1000, yield_to_higher=yield_ms > 0,
+            gil_slice_s=None if gil_slice_us < 0 else gil_slice_us / 1e6)
+        self._close_timeout = _int_option(config, "close_timeout_ms", 0, 600_000) / 1000
+        self._kept_max = _int_option(config, "calc_store_size", 1, 1 << 20)
+        self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._kept_lock = threading.Lock()
+        self._listener: Callable[[dict[str, Any]], None] | None = None
+        self._trigger_cache: tuple[tuple[_Loaded, ...], triggers.TriggerIndex,
+                                   dict[str, tuple[_Loaded, triggers.BundleTriggers]]] | None = None
+        self._trigger_errors: dict[str, str] = {}
         self._lock = threading.Lock()
         self._bundles: dict[str, _Loaded] = {}
         self._routes: dict[tuple[str, str], tuple[_Loaded, Callable[..., Any]]] = {}
@@ -205,18 +238,37 @@ class Runtime:
                 "modules": sorted(b.codes), "sign_key_id": b.header.sign_key_id}
 
     # -- running -----------------------------------------------------------------------------
-    def infer(self, system: str, business: str, inputs: Any, *, deadline_ms: float | None = None) -> Any:
+    def infer(self, system: str, business: str, inputs: Any, *, deadline_ms: float | None = None,
+              priority: str | int = "core") -> Any:
         """Run the entry for ``system``/``business`` on ``inputs`` (msgpack-serialisable data)."""
         try:
             payload = msgpack.packb(inputs, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:
             raise BadInput(f"inputs are not msgpack-serialisable: {exc}") from None
-        return msgpack.unpackb(self.infer_msgpack(system, business, payload, deadline_ms=deadline_ms),
+        return msgpack.unpackb(self.infer_msgpack(system, business, payload, deadline_ms=deadline_ms,
+                                                  priority=priority),
                                raw=False, strict_map_key=False)
 
     def infer_msgpack(self, system: str, business: str, payload: bytes, *,
-                      deadline_ms: float | None = None) -> bytes:
-        """``infer`` with msgpack bytes in and out (what the C API calls)."""
+                      deadline_ms: float | None = None, priority: str | int = "core") -> bytes:
+        """``infer`` with msgpack bytes in and out (what the C API calls): a task on the
+        ``priority`` queue that this thread waits for, at most until the deadline."""
+        return self._sched.call(self._infer_task(system, business, payload, deadline_ms, priority))
+
+    def infer_async(self, system: str, business: str, payload: bytes, callback: Callable[[int, bytes], None], *,
+                    priority: str | int = "normal", deadline_ms: float | None = None) -> int:
+        """Queue an inference; return its task id. ``callback(status, data)`` runs exactly once on a
+        runtime thread: status 0 with the result msgpack, or the error code with the UTF-8 message.
+        A refusal (``Busy``, ``CircuitOpen``, ``Closed``, ``NotFound``, ``BadInput``) is raised here
+        instead, and then the callback never runs."""
+        if not callable(callback):
+            raise BadInput("callback must be callable")
+        task = self._infer_task(system, business, payload, deadline_ms, priority)
+        task.on_done = lambda t: callback(*_outcome(t))
+        return self._sched.submit(task)[0]
+
+    def _infer_task(self, system: str, business: str, payload: bytes, deadline_ms: float | None,
+                    priority: str | int) -> Task:
         self._check_open()
         if not isinstance(system, str) or not isinstance(business, str):
             raise BadInput("system and business codes must be strings")
@@ -229,24 +281,148 @@ class Runtime:
             raise NotFound(f"no entry for system {system!r}, business {business!r}")
         loaded, fn = route
         budget = self.deadline_ms if deadline_ms is None else deadline_ms
-        if not isinstance(budget, (int, float)) or budget <= 0:
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:
             raise BadInput("deadline_ms must be a positive number")
-        deadline = time.monotonic() + budget / 1000
-        return self._call(_invoke, fn, bytes(payload), deadline=deadline, bundle=loaded.bundle,
-                          label=f"{system}/{business}")
+        prio = triggers.parse_priority(priority)
+        b = loaded.bundle
+        label = f"{system}/{business}"
+        return Task(_in_sandbox, _invoke, b.files, fn, bytes(payload), kind="infer", entry=label, label=label,
+                    priority=prio, budget_s=budget / 1000, memory_limit=self.memory_limit or None,
+                    breaker=self._sched.breakers.get(b.name, business, b.version))
 
     def _call(self, fn: Callable[..., Any], *args: Any, deadline: float, bundle: loader.TrustedBundle,
               label: str) -> Any:
+        return self._sched.call(Task(_in_sandbox, fn, bundle.files, *args, kind="load", entry=bundle.name,
+                                     label=label, priority=CORE, deadline=deadline,
+                                     memory_limit=self.memory_limit or None))
+
+    # -- event triggers ----------------------------------------------------------------------
+    def set_listener(self, callback: Callable[[dict[str, Any]], None] | None) -> None:
+        """Receive the results of event-triggered tasks (``None`` stops it): a dict with task_id,
+        task_name, kind, bundle, system, business, status, result (msgpack bytes) and error."""
+        if callback is not None and not callable(callback):
+            raise BadInput("listener must be callable or None")
+        self._listener = callback
+
+    def track_msgpack(self, payload: bytes) -> list[int]:
+        """``track`` with the event as msgpack bytes (what the C API calls)."""
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise BadInput("the event must be msgpack bytes")
+        if len(payload) > self.max_input_bytes:
+            raise BadInput(f"event of {len(payload)} bytes exceeds the limit of {self.max_input_bytes}")
         try:
-            return self._pool.call(_in_sandbox, fn, bundle.files, *args, deadline=deadline, label=label,
-                                   memory_limit=self.memory_limit or None)
-        except EdgeError:
-            raise
-        except Exception as exc:  # a bug in edgevm, never a script error (those are mapped in the worker)
-            raise Internal(f"{label}: {type(exc).__name__}: {exc}") from exc
+            event = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        except (ValueError, msgpack.UnpackException, TypeError) as exc:
+            raise BadInput(f"the event is not valid msgpack ({type(exc).__name__})") from None
+        return self.track(event)
+
+    def track(self, event: dict[str, Any]) -> list[int]:
+        """Match a tracked event against every loaded bundle's triggers and start the configured
+        tasks (with the chains they run after); return the ids of the tasks created. A chain that
+        the queues or a breaker refuse is counted and skipped."""
+        self._check_open()
+        if not isinstance(event, dict):
+            raise BadInput(f"an event must be a dict, not {type(event).__name__}")
+        index, configs = self._triggers()
+        matches = index.match(event)
+        if not matches:
+            return []
+        try:
+            payload = msgpack.packb(event, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise BadInput(f"the event is not msgpack-serialisable: {exc}") from None
+        if len(payload) > self.max_input_bytes:
+            raise BadInput(f"event of {len(payload)} bytes exceeds the limit of {self.max_input_bytes}")
+        ids: list[int] = []
+        for bundle_name, task_name in matches:
+            loaded, cfg = configs[bundle_name]
+            try:
+                ids += self._submit_chain(loaded, cfg, task_name, payload)
+            except (Busy, CircuitOpen) as exc:
+                log.info("event on page %s: task %s of %s refused: %s", event.get("pageId"), task_name,
+                         bundle_name, exc)
+            except Closed:
+                if not ids:
+                    raise
+                break
+        return ids
+
+    def _triggers(self) -> tuple[triggers.TriggerIndex, dict[str, tuple[_Loaded, triggers.BundleTriggers]]]:
+        with self._lock:
+            current = tuple(self._bundles.values())
+        cache = self._trigger_cache
+        if cache is not None and len(cache[0]) == len(current) and all(
+                a is b for a, b in zip(cache[0], current, strict=True)):
+            return cache[1], cache[2]
+        configs: dict[str, tuple[_Loaded, triggers.BundleTriggers]] = {}
+        errors: dict[str, str] = {}
+        for loaded in current:
+            name = loaded.bundle.name
+            try:
+                configs[name] = (loaded, triggers.parse_bundle(loaded.bundle.manifest, loaded.entries))
+            except BadInput as exc:
+                errors[name] = str(exc)
+                if self._trigger_errors.get(name) != str(exc):
+                    log.error("bundle %s: triggers ignored: %s", name, exc)
+        index = triggers.TriggerIndex((n, c) for n, (_, c) in configs.items())
+        self._trigger_errors = errors
+        self._trigger_cache = (current, index, configs)
+        return index, configs
+
+    def _submit_chain(self, loaded: _Loaded, cfg: triggers.BundleTriggers, root: str, payload: bytes) -> list[int]:
+        b = loaded.bundle
+        system = str(b.manifest["system"])
+        with self._kept_lock:
+            kept = dict(self._kept)
+        tasks: dict[str, Task] = {}
+        total_ms = 0.0
+        specs = cfg.chain(root)
+        for spec in specs:
+            budget_ms = spec.deadline_ms or (self.load_deadline_ms if spec.kind == "preload" else self.deadline_ms)
+            total_ms += budget_ms
+            info = {"task_name": spec.name, "kind": spec.kind, "bundle": b.name, "system": system,
+                    "business": spec.business}
+            common: dict[str, Any] = dict(
+                kind=spec.kind, name=spec.name, label=f"{b.name}:{spec.name}", priority=spec.queue,
+                budget_s=budget_ms / 1000, memory_limit=self.memory_limit or None,
+                deps=[tasks[d] for d in spec.after], on_done=self._event_done, info=info)
+            if spec.business is None:
+                tasks[spec.name] = Task(_warm_models, loaded.sessions, entry=f"{b.name}:models", **common)
+                continue
+            used = tuple((u, kept[(b.name, u)]) for u in spec.uses if (b.name, u) in kept)
+            tasks[spec.name] = Task(
+                _in_sandbox, _run_step, b.files, loaded.entries[spec.business], payload, common["deps"], used,
+                entry=f"{system}/{spec.business}", breaker=self._sched.breakers.get(b.name, spec.business, b.version),
+                **common)
+        chain_ms = specs[-1].chain_deadline_ms or total_ms
+        return self._sched.submit(list(tasks.values()), chain_deadline=time.monotonic() + chain_ms / 1000)
+
+    def _event_done(self, t: Task) -> None:
+        info = t.info
+        if t.error is None and info["kind"] == "calc":
+            with self._kept_lock:
+                key = (info["bundle"], info["task_name"])
+                self._kept[key] = t.result
+                self._kept.move_to_end(key)
+                while len(self._kept) > self._kept_max:
+                    self._kept.popitem(last=False)
+        listener = self._listener
+        if listener is not None:
+            listener({"task_id": t.id, **info, "status": t.status,
+                      "result": t.result if t.error is None else None,
+                      "error": None if t.error is None else str(t.error)})
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters and latency percentiles per task kind and entry, queue state, circuit breakers
+        and trigger config errors, as plain (msgpack-able) data."""
+        cache = self._trigger_cache
+        snap = self._sched.snapshot()
+        snap["triggers"] = {"rules": cache[1].rules if cache else 0, "errors": dict(self._trigger_errors)}
+        snap["kept_features"] = len(self._kept)
+        return snap
 
     def stats(self) -> dict[str, Any]:
-        return {"bundles": len(self._bundles), "routes": len(self._routes), **self._pool.stats()}
+        return {"bundles": len(self._bundles), "routes": len(self._routes), **self._sched.stats()}
 
     def close(self) -> None:
         """Stop serving; pending calls fail with ``Closed``. Idempotent."""
@@ -256,7 +432,7 @@ class Runtime:
             self._closed = True
             self._bundles.clear()
             self._routes.clear()
-        self._pool.close()
+        self._sched.close(self._close_timeout)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -281,6 +457,55 @@ def _invoke(fn: Callable[..., Any], payload: bytes) -> bytes:
         return msgpack.packb(result, use_bin_type=True, default=_to_plain)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ScriptError(f"the entry returned a value that cannot be serialised: {exc}") from None
+
+
+def _run_step(fn: Callable[..., Any], payload: bytes, deps: list[Task], kept: tuple[tuple[str, bytes], ...]) -> bytes:
+    """An event-triggered step: the event's fields as inputs, plus ``inputs["features"]`` holding the
+    results of the calc tasks it runs after (this chain's) or uses (the latest kept)."""
+    inputs = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    if deps or kept:
+        features = {name: msgpack.unpackb(data, raw=False, strict_map_key=False) for name, data in kept}
+        for d in deps:
+            features[d.name] = msgpack.unpackb(d.result, raw=False, strict_map_key=False)
+        inputs["features"] = features
+    result = fn(inputs)
+    try:
+        return msgpack.packb(result, use_bin_type=True, default=_to_plain)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ScriptError(f"the entry returned a value that cannot be serialised: {exc}") from None
+
+
+def _warm_models(sessions: dict[str, Any]) -> bytes:
+    """PreloadTask: run every model once on zeros so that its first real run is fast."""
+    import numpy as np
+
+    warmed: list[str] = []
+    skipped: dict[str, str] = {}
+    for name, session in sessions.items():
+        try:
+            warm = getattr(session, "warm", None)
+            if callable(warm):
+                warm()
+            else:
+                feeds = {}
+                for spec in session.inputs:
+                    dtype = spec.dtype
+                    if dtype is None or dtype == np.dtype(object):
+                        raise TypeError(f"input {spec.name!r} is not numeric")
+                    shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in spec.shape or ())
+                    feeds[spec.name] = np.zeros(shape, dtype=dtype)
+                session.run(feeds)
+            warmed.append(name)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            skipped[name] = str(exc)
+    return msgpack.packb({"warmed": warmed, "skipped": skipped}, use_bin_type=True)
+
+
+def _outcome(t: Task) -> tuple[int, bytes]:
+    """(status, data) for an ``infer_async`` callback."""
+    if t.error is None:
+        return 0, t.result
+    return t.error.code, str(t.error).encode("utf-8", "replace")
 
 
 def _to_plain(value: Any) -> Any:
