@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vm.errors import BadInput, EdgeError
+from vm.errors import BadInput, EdgeError, NotFound
 
 
 def _print_json(doc: Any) -> None:
@@ -121,6 +121,67 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def capi_paths() -> dict[str, Path]:
+    """Where the C API is for this interpreter: installed into the environment (``lib/libedgevm.so``,
+    ``include/edgevm.h``: what ``pip install`` / ``make`` put there) or built in a source tree
+    (``build/capi-<tag>-<env>/libedgevm.so``, ``native/edgevm.h``: ``pip install -e``, ``python build.py
+    capi``), whichever library is newer."""
+    import vm
+
+    prefix = Path(sys.prefix)
+    found = {"lib": prefix / "lib" / "libedgevm.so", "header": prefix / "include" / "edgevm.h"}
+    src = Path(vm.__file__).resolve().parent.parent
+    if (src / "native" / "edgevm.h").is_file() and (src / "build.py").is_file():
+        import hashlib
+
+        env = hashlib.sha256(sys.prefix.encode()).hexdigest()[:8]
+        dev = {"lib": src / "build" / f"capi-{sys.implementation.cache_tag}-{env}" / "libedgevm.so",
+               "header": src / "native" / "edgevm.h", "source": src}
+        if dev["lib"].is_file() and (not found["lib"].is_file()
+                                     or dev["lib"].stat().st_mtime >= found["lib"].stat().st_mtime):
+            found = dev
+        elif not found["header"].is_file():
+            found["header"] = dev["header"]
+        found["source"] = src
+    found["libdir"], found["includedir"] = found["lib"].parent, found["header"].parent
+    return found
+
+
+def cmd_capi_flags(args: argparse.Namespace) -> int:
+    from vm import __version__ as version
+
+    paths = capi_paths()
+    if args.build:
+        if "source" not in paths:
+            raise NotFound("--build needs the edgevm source tree (build.py, native/)")
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_edgevm_build", paths["source"] / "build.py")
+        assert spec is not None and spec.loader is not None
+        builder = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(builder)
+        builder.build_capi()
+        paths = capi_paths()
+    missing = [str(paths[k]) for k in ("lib", "header") if not paths[k].is_file()]
+    if missing:
+        raise NotFound(f"the C API is not built: missing {', '.join(missing)} "
+                       "(reinstall edgevm, or run `edgevm capi-flags --build` in a source tree)")
+    libdir, includedir = paths["libdir"], paths["includedir"]
+    cflags = f"-I{includedir}"
+    libs = f"-L{libdir} -Wl,-rpath,{libdir} -ledgevm"
+    if args.pkg_config:
+        print(f"libdir={libdir}\nincludedir={includedir}\n\n"
+              f"Name: edgevm\nDescription: edgevm embeddable runtime for ML feature scripts (C API)\n"
+              f"Version: {version}\nCflags: -I${{includedir}}\nLibs: -L${{libdir}} -Wl,-rpath,${{libdir}} -ledgevm")
+    elif args.cflags and not args.libs:
+        print(cflags)
+    elif args.libs and not args.cflags:
+        print(libs)
+    else:
+        print(f"{cflags} {libs}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgevm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline-ms", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=1, help="run N times and report latency on stderr")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("capi-flags", help="print the compiler and linker flags for a host app using the C API",
+                       description="Compile a host with `cc app.c $(edgevm capi-flags)`: -I for edgevm.h, "
+                                   "-L/-rpath/-l for libedgevm.so.")
+    p.add_argument("--cflags", action="store_true", help="only the compiler flags")
+    p.add_argument("--libs", action="store_true", help="only the linker flags")
+    p.add_argument("--pkg-config", action="store_true", help="print a pkg-config file (edgevm.pc) instead")
+    p.add_argument("--build", action="store_true", help="(re)build libedgevm.so first (source tree only)")
+    p.set_defaults(func=cmd_capi_flags)
     return parser
 
 
