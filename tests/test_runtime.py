@@ -4,6 +4,7 @@ serving."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -238,6 +239,38 @@ def test_concurrent_calls(rt: Runtime) -> None:
         t.join()
     assert not errors
     assert sorted((r["i"], r["j"]) for r in results) == [(i, j) for i in range(4) for j in range(20)]
+
+
+def test_a_script_that_swallows_its_timeout_is_stopped(make_bundle, keys_dir: Path) -> None:
+    # Bare except (refused by the source policy, so packed without it) and a context manager that
+    # suppresses everything: the watchdog's last resort stops the script, and no worker stays stuck.
+    source = """
+class Shield:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return True
+
+
+def entry(inputs):
+    while True:
+        with Shield():
+            try:
+                while True:
+                    pass
+            except:
+                pass
+"""
+    path = make_bundle({"features.py": source}, skip_policy=True)
+    with Runtime({"keys": keys_dir, "deadline_ms": 100, "grace_ms": 50}) as runtime:
+        runtime.load(path)
+        with pytest.raises(Timeout):
+            runtime.infer("s", "b", {})
+        deadline = time.monotonic() + 5
+        while runtime.stats()["stuck_now"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert runtime.stats()["stuck_now"] == 0
 
 
 def test_closed_runtime(bundle: Path, keys_dir: Path) -> None:

@@ -157,7 +157,7 @@ def _safe_type(*args: Any) -> type:
 
 def is_script_frame(frame: types.FrameType) -> bool:
     """True if ``frame`` runs a bundle's script code (it sees the sandbox's builtins)."""
-    return frame.f_builtins.get("type") is _safe_type
+    return watchdog.SANDBOX_MARKER in frame.f_builtins
 
 
 def _guarded_abc_register(cls: Any, subclass: Any) -> Any:
@@ -250,7 +250,7 @@ class Sandbox:
             "range": _safe_range, "iter": _safe_iter, "pow": _safe_pow, "type": _safe_type,
             "getattr": _safe_getattr, "hasattr": _safe_hasattr, "setattr": _safe_setattr,
             "delattr": _safe_delattr, "print": self._print,
-            "__build_class__": _build_class, "__import__": self._import,
+            "__build_class__": _build_class, "__import__": self._import, watchdog.SANDBOX_MARKER: True,
         })
         return b
 

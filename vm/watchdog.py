@@ -27,6 +27,9 @@ class ScriptTimeout(BaseException):
     catch ``Exception`` subclasses, so an ordinary ``except`` does not swallow it."""
 
 
+# A key every sandbox's builtins dict holds: it tells the guard which frames are script code.
+SANDBOX_MARKER = "__edgevm_sandbox__"
+
 _local = threading.local()
 
 
@@ -151,6 +154,8 @@ class Watchdog:
                 continue
             if now >= ctx.stuck_at and not ctx.stuck:
                 ctx.stuck = True
+                # Script code that keeps catching the timeout cannot go on past this point.
+                _guard.kill_start(ctx.thread_id, ScriptTimeout, SANDBOX_MARKER)
                 if self.on_stuck is not None:
                     try:
                         self.on_stuck(ctx)
