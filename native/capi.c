@@ -196,6 +196,7 @@ static struct timespec ns_to_ts(uint64_t ns)
 static pthread_once_t g_basics_once = PTHREAD_ONCE_INIT;
 static pthread_condattr_t g_mono_attr;
 static uint64_t g_dspin_ns; /* how long the dispatcher polls for work before sleeping (max over handles) */
+static int g_spinners;      /* sync callers polling for their answer right now (at most one polls) */
 
 static void init_basics(void)
 {
@@ -1102,15 +1103,20 @@ EDGEVM_API int edgevm_infer_ex(edgevm_t *vm, const char *system_code, const char
     }
     h->n.sync_calls++;
     enqueue_locked(j);
-    if (h->spin_ns > 0) {
+    if (h->spin_ns > 0 && __atomic_fetch_add(&g_spinners, 1, __ATOMIC_ACQ_REL) == 0) {
         /* Most calls take well under a millisecond: watch for the answer for a moment before
          * sleeping, which saves a wake-up on the way back (yielding, so the runtime's threads
-         * keep the CPU whenever they need it). */
+         * keep the CPU whenever they need it). One caller at a time: with several waiting, the
+         * CPU is better spent on the workers. */
         pthread_mutex_unlock(&g_mu);
         uint64_t until_ns = mono_ns() + h->spin_ns;
         while (__atomic_load_n(&j->state, __ATOMIC_ACQUIRE) != J_DONE && mono_ns() < until_ns)
             sched_yield();
+        __atomic_fetch_sub(&g_spinners, 1, __ATOMIC_ACQ_REL);
         pthread_mutex_lock(&g_mu);
+    }
+    else if (h->spin_ns > 0) {
+        __atomic_fetch_sub(&g_spinners, 1, __ATOMIC_ACQ_REL);
     }
     struct timespec until = ns_to_ts(j->expire_ns);
     while (j->state != J_DONE) {
