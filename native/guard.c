@@ -581,31 +581,44 @@ merge_depth(int *depth, Py_ssize_t *work, Py_ssize_t *nwork, Py_ssize_t at, int 
     return 0;
 }
 
+/* Scratch space for the analysis, reused across code objects (verification runs with the GIL held). */
+static void *scratch = NULL;
+static size_t scratch_size = 0;
+
+static void *
+scratch_for(size_t need)
+{
+    if (need > scratch_size) {
+        void *grown = PyMem_Realloc(scratch, need);
+        if (grown == NULL)
+            return PyErr_NoMemory();
+        scratch = grown;
+        scratch_size = need;
+    }
+    return scratch;
+}
+
 static int
 check_stack(verifier_t *v, PyCodeObject *co, PyObject *codeobj, const uint8_t *bc, Py_ssize_t nunits,
             const uint8_t *is_start)
 {
     const oprow_t *rows = v->rows;
     int stacksize = co->co_stacksize, rc = -1;
-    int *depth = PyMem_Malloc(sizeof(int) * (size_t)nunits);
-    int *handler = PyMem_Malloc(sizeof(int) * (size_t)nunits);
-    Py_ssize_t *work = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)nunits);
-    exc_entry_t *entries = NULL;
-    Py_ssize_t nentries = 0, nwork = 0;
-    if (!depth || !handler || !work) {
-        PyErr_NoMemory();
-        goto out;
-    }
-    for (Py_ssize_t k = 0; k < nunits; k++)
-        depth[k] = handler[k] = -1;
-
     const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(co->co_exceptiontable);
     Py_ssize_t n = PyBytes_GET_SIZE(co->co_exceptiontable), pos = 0;
-    entries = PyMem_Malloc(sizeof(exc_entry_t) * (size_t)(n / 4 + 1));
-    if (!entries) {
-        PyErr_NoMemory();
-        goto out;
-    }
+    size_t max_entries = (size_t)(n / 4 + 1);
+    char *base = scratch_for((sizeof(int) * 2 + sizeof(Py_ssize_t)) * (size_t)nunits +
+                             sizeof(exc_entry_t) * max_entries);
+    if (base == NULL)
+        return -1;
+    Py_ssize_t *work = (Py_ssize_t *)base;
+    exc_entry_t *entries = (exc_entry_t *)(work + nunits);
+    int *depth = (int *)(entries + max_entries);
+    int *handler = depth + nunits;
+    Py_ssize_t nentries = 0, nwork = 0;
+    memset(depth, 0xff, sizeof(int) * (size_t)nunits); /* -1: not reached yet */
+    if (n > 0)
+        memset(handler, 0xff, sizeof(int) * (size_t)nunits); /* -1: no handler */
     while (pos < n) { /* already validated by the caller */
         long start, length, target, dl;
         read_varint(p, n, &pos, &start);
@@ -647,7 +660,7 @@ check_stack(verifier_t *v, PyCodeObject *co, PyObject *codeobj, const uint8_t *b
             fail_at(codeobj, i, "instruction reads below the bottom of the stack", op);
             goto out;
         }
-        if (handler[i] >= 0) {
+        if (n > 0 && handler[i] >= 0) {
             exc_entry_t *e = &entries[handler[i]];
             if (d < e->depth) {
                 fail_at(codeobj, i, "stack shallower than its exception handler expects", op);
@@ -682,10 +695,6 @@ check_stack(verifier_t *v, PyCodeObject *co, PyObject *codeobj, const uint8_t *b
     }
     rc = 0;
 out:
-    PyMem_Free(depth);
-    PyMem_Free(handler);
-    PyMem_Free(work);
-    PyMem_Free(entries);
     return rc;
 }
 

@@ -83,7 +83,7 @@ class _LongRange:
 
     def __getitem__(self, i: Any) -> Any:
         got = self._r[i]
-        return _LongRange(got) if isinstance(got, range) and _range_len(got) > RANGE_C_LIMIT else got
+        return _safe_range(got.start, got.stop, got.step) if isinstance(got, range) else got
 
     def __bool__(self) -> bool:
         return bool(self._r)
@@ -104,13 +104,14 @@ class _LongRange:
         return self._r.count(x)
 
 
-def _range_len(r: range) -> int:
-    return (r.stop - r.start + r.step + (-1 if r.step > 0 else 1)) // r.step if r else 0
-
-
 def _safe_range(*args: Any) -> range | _LongRange:
     r = range(*args)
-    return _LongRange(r) if _range_len(r) > RANGE_C_LIMIT else r
+    try:
+        if len(r) <= RANGE_C_LIMIT:  # the hot path: one C call
+            return r
+    except OverflowError:  # longer than sys.maxsize
+        pass
+    return _LongRange(r)
 
 
 def _safe_iter(obj: Any, *sentinel: Any) -> Iterator:
