@@ -272,16 +272,6 @@ def test_preload_task_warms_models(make_bundle, keys_dir: Path) -> None:
         assert rt.metrics()["tasks"]["preload"]["test:models"]["done"] == 1
 
 
-def test_bad_trigger_config_is_reported_not_fatal(make_bundle, keys_dir: Path) -> None:
-    path = make_bundle({"features.py": "def entry(inputs):\n    return 1\n"},
-                       extra={"triggers": [{"taskName": "Missing", "events": [{"type": "t", "clickIds": ["c"]}]}]})
-    with Runtime({"keys": keys_dir}) as rt:
-        rt.load(path)
-        assert rt.track({"type": "t", "clickId": "c"}) == []
-        assert "Missing" in rt.metrics()["triggers"]["errors"]["test"]
-        assert rt.infer("s", "b", {}) == 1
-
-
 # ---------------------------------------------------------------- breaker, metrics, shutdown
 
 def test_breaker_open_half_open_closed_and_open_again(bundle: Path, keys_dir: Path) -> None:

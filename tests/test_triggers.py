@@ -124,3 +124,18 @@ def test_priorities() -> None:
     for bad in ("high", 3, -1, True, None, 1.0):
         with pytest.raises(BadInput):
             parse_priority(bad)
+
+
+def test_bad_trigger_configuration_is_refused_at_pack_and_load(make_bundle, keys_dir) -> None:
+    from vm.errors import BadInput
+    from vm.runtime import Runtime
+
+    script = {"features.py": "def entry(inputs):\n    return 1\n"}
+    bad = {"triggers": {"triggers": [{"taskName": "Nope", "events": [{"type": "mta", "needPv": True}]}]}}
+    with pytest.raises(BadInput, match="Nope"):
+        make_bundle(script, extra=bad)
+    good = make_bundle(script, extra={"triggers": {"triggers": [
+        {"taskName": "b", "events": [{"type": "mta", "pageId": "JD_HOME", "needPv": True}]}]}})
+    with Runtime({"keys": keys_dir}) as rt:
+        rt.load(good)
+        assert rt.track({"type": "mta", "pageId": "JD_HOME"})

@@ -92,6 +92,9 @@ def read_manifest(src: Path) -> dict[str, Any]:
     models = manifest.get("models", {})
     if not isinstance(models, dict) or not all(isinstance(v, str) for v in models.values()):
         raise BadInput("bundle.json: 'models' must map model names to file names")
+    from vm.triggers import parse_bundle
+
+    parse_bundle(manifest, entries)  # triggers and tasks: refuse a bad configuration now, not on a device
     return manifest
 
 

@@ -167,6 +167,7 @@ class Runtime:
             raise BadInput(f"load() takes a path or bytes, not {type(source).__name__}")
         bundle = loader.open_bundle(data, self._keys, max_size=self.max_bundle_bytes)
         self._check_version(bundle, self.allow_downgrade if allow_downgrade is None else allow_downgrade)
+        triggers.parse_bundle(bundle.manifest, bundle.manifest["entries"])  # a bad configuration fails the load
         sessions = self._load_models(bundle)
         name = bundle.name
         sandbox = Sandbox(

@@ -172,8 +172,10 @@ def parse_bundle(manifest: Mapping[str, Any], entries: Iterable[str]) -> BundleT
         return spec
 
     raw = manifest.get("triggers") or []
+    if isinstance(raw, Mapping) and set(raw) == {"triggers"}:  # the article's shape: {"triggers": [...]}
+        raw = raw["triggers"] or []
     if not isinstance(raw, list):
-        raise BadInput("bundle.json: 'triggers' must be a list of {taskName, events}")
+        raise BadInput("bundle.json: 'triggers' must be a list of {taskName, events} (or {\"triggers\": [...]})")
     rules: list[Rule] = []
     for i, trig in enumerate(raw):
         where = f"bundle.json: triggers[{i}]"
