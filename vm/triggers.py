@@ -182,7 +182,7 @@ def parse_bundle(manifest: Mapping[str, Any], entries: Iterable[str]) -> BundleT
         if not isinstance(trig, Mapping):
             raise BadInput(f"{where} must be an object")
         name = _str(trig.get("taskName"), f"{where}.taskName")
-        need(name, f"{where}.taskName")
+        need(name, f"triggers[{i}].taskName")
         events = trig.get("events")
         if not isinstance(events, list) or not events:
             raise BadInput(f"{where}.events must be a non-empty list")
