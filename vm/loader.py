@@ -26,7 +26,7 @@ from vm import bundle_format
 from vm.bytecode_verifier import verify_module_code
 from vm.errors import BadInput, DecryptError, IncompatibleError, SignatureError
 from vm.keys import DeviceKeys
-from vm.packer import parse_version
+from vm.versions import parse_version
 
 RUNTIME_VERSION = parse_version(vm.__version__)
 MAGIC_HEX = importlib.util.MAGIC_NUMBER.hex()

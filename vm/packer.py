@@ -31,9 +31,9 @@ import vm
 from vm import bundle_format, keys, source_policy
 from vm.bytecode_verifier import verify_module_code
 from vm.errors import BadInput, EdgeError, NotFound, PolicyError
+from vm.versions import parse_version
 
 WORKER = Path(__file__).with_name("compile_worker.py")
-VERSION_RE = re.compile(r"\A\d+(\.\d+){0,3}\Z")
 NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 ENTRY_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*\Z")
 MIN_TARGET = (3, 11)
@@ -57,13 +57,6 @@ class PackResult:
     modules: list[str]
     models: dict[str, int] = field(default_factory=dict)
     quantization: dict[str, dict] = field(default_factory=dict)
-
-
-def parse_version(text: str, what: str = "version") -> tuple[int, ...]:
-    """``"1.2.0"`` -> ``(1, 2, 0)``; a clear error for anything else."""
-    if not isinstance(text, str) or not VERSION_RE.match(text):
-        raise BadInput(f"{what} must look like '1.2.0', got {text!r}")
-    return tuple(int(p) for p in text.split("."))
 
 
 def read_manifest(src: Path) -> dict[str, Any]:

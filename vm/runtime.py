@@ -39,9 +39,9 @@ from vm.errors import (
     ResourceExhausted,
     ScriptError,
 )
-from vm.packer import parse_version
 from vm.sandbox import PolicyViolation, Sandbox, bundle_frames, prepare_thread
 from vm.scheduler import CORE, Scheduler, Task
+from vm.versions import parse_version
 from vm.watchdog import ScriptTimeout
 
 log = logging.getLogger("edgevm")
