@@ -344,3 +344,18 @@ def test_print_goes_to_the_log(make_bundle, keys_dir: Path) -> None:
         runtime.load(path)
         runtime.infer("s", "b", {})
     assert lines == [("test", "hello 42")]
+
+
+def test_unload(make_bundle, keys_dir: Path) -> None:
+    path = make_bundle({"features.py": "def entry(inputs):\n    return 'here'\n"})
+    with Runtime({"keys": keys_dir}) as runtime:
+        runtime.load(path)
+        assert runtime.infer("s", "b", {}) == "here"
+        runtime.unload("test")
+        assert runtime.bundles() == []
+        with pytest.raises(NotFound):
+            runtime.infer("s", "b", {})
+        with pytest.raises(NotFound):
+            runtime.unload("test")
+        runtime.load(path)
+        assert runtime.infer("s", "b", {}) == "here"
