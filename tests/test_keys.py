@@ -70,3 +70,11 @@ def test_wrong_file_kind(tmp_path: Path) -> None:
     (tmp_path / "signing.key").write_text((tmp_path / "verify.pub").read_text())
     with pytest.raises(BadInput, match="not a ed25519-signing key"):
         keys.load_server(tmp_path)
+
+
+def test_a_key_pasted_where_a_path_belongs_is_not_echoed(tmp_path: Path) -> None:
+    keys.generate(tmp_path)
+    secret = json.loads((tmp_path / "open.key").read_text())["key"]
+    with pytest.raises(NotFound) as info:
+        keys.load_device(secret)
+    assert secret not in str(info.value)

@@ -172,12 +172,17 @@ def load_device(spec: Any) -> DeviceKeys:
         path = Path(spec)
         if path.is_dir():
             path = path / DEVICE_FILE
+        # The value is not echoed: a caller who pasted a key where a path belongs must not see it
+        # in a log.
         try:
             text = path.read_text()
-        except FileNotFoundError:
-            raise NotFound(f"device keyring {path} not found") from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound("device keyring not found: 'keys' names no keygen directory or device.json "
+                           "(inline keys go in a dict: {\"verify\": [...], \"decrypt\": [...]})") from None
+        except OSError as exc:
+            raise BadInput(f"device keyring cannot be read ({exc.strerror})") from None
         try:
             return _device_from_doc(json.loads(text))
         except ValueError:
-            raise BadInput(f"device keyring {path} is not valid JSON") from None
+            raise BadInput("device keyring is not valid JSON") from None
     raise BadInput(f"'keys' must be a directory, a device.json path, bytes or a dict, not {type(spec).__name__}")
