@@ -41,7 +41,6 @@ from pathlib import Path
 
 import pytest
 
-from vm import keys as keys_mod
 from vm.errors import EdgeError, PolicyError, ScriptError, Timeout
 from vm.packer import PackError, pack
 from vm.runtime import Runtime
@@ -320,10 +319,8 @@ def _fast_compiler() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def esc_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("escape-keys")
-    keys_mod.generate(d)
-    return d
+def esc_keys(keys_dir: Path) -> Path:
+    return keys_dir
 
 
 @pytest.fixture(scope="module")
