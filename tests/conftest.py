@@ -20,6 +20,12 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def device(keys_dir: Path) -> keys_mod.DeviceKeys:
+    """The device keyring for ``keys_dir``."""
+    return keys_mod.load_device(keys_dir)
+
+
+@pytest.fixture(scope="session")
 def other_keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("other-keys")
     keys_mod.generate(d)

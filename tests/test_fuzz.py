@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from vm import bundle_format as bf
 from vm.errors import EdgeError
-from vm.keys import load_device
 from vm.loader import open_bundle
 
 SCRIPT = {"features.py": "import math\n\ndef entry(inputs):\n    return math.sqrt(inputs['x'])\n"}
@@ -21,11 +20,6 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> bytes:
     from conftest import BundleMaker
 
     return BundleMaker(tmp_path_factory.mktemp("fuzz"), keys_dir)(SCRIPT).read_bytes()
-
-
-@pytest.fixture(scope="module")
-def device(keys_dir: Path):
-    return load_device(keys_dir)
 
 
 def _open(data: bytes, device) -> None:

@@ -30,11 +30,6 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> bytes:
     return BundleMaker(tmp_path_factory.mktemp("tamper"), keys_dir)(SCRIPT).read_bytes()
 
 
-@pytest.fixture(scope="module")
-def device(keys_dir: Path):
-    return load_device(keys_dir)
-
-
 def regions(data: bytes) -> dict[str, tuple[int, int]]:
     _, _, _, _, _, hlen, clen = bf.PREFIX.unpack_from(data)
     h0 = bf.PREFIX_LEN
