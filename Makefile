@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench lint clean
 
-$(STAMP): pyproject.toml setup.py build.py native/*.c native/*.h native/*.cdef
+$(STAMP): pyproject.toml setup.py build.py $(wildcard native/*/*.c native/*/*.h native/*/*.cdef)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,server,examples]'
@@ -25,4 +25,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) .venv-* build *.egg-info vm/*.so vm/_ops.c vm/*.o examples/out
+	rm -rf $(VENV) .venv-* build *.egg-info vm/*/*.so vm/ml/_ops.c vm/*/*.o examples/out

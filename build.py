@@ -1,10 +1,10 @@
 """cffi build scripts for native/.
 
-``ops_ffi`` builds ``vm._ops``: the native feature operators (API mode, out of line).
+``ops_ffi`` builds ``vm.ml._ops``: the native feature operators (API mode, out of line).
 Used by setup.py (``cffi_modules``); ``python build.py`` builds them in place for development.
 
-``build_capi`` builds ``libedgevm.so``: the C API (``native/edgevm.h``, ``native/capi.c``) as a cffi
-embedding library whose Python side is ``vm/capi.py``, into ``build/capi-<cache tag>-<env>/`` (one per
+``build_capi`` builds ``libedgevm.so``: the C API (``native/capi/edgevm.h``, ``native/capi/capi.c``) as a cffi
+embedding library whose Python side is ``vm/host/capi.py``, into ``build/capi-<cache tag>-<env>/`` (one per
 environment, e.g. ``build/capi-cpython-311-1a2b3c4d``) with a relocatable ``edgevm.pc``. setup.py runs it
 after ``build_ext``; a regular install copies both, with ``native/edgevm.h``, into the environment's
 ``lib/``, ``lib/pkgconfig/`` and ``include/``, an editable one leaves them in ``build/`` (``edgevm
@@ -16,16 +16,18 @@ from cffi import FFI
 
 ROOT = Path(__file__).resolve().parent
 NATIVE = "native"
+OPS = f"{NATIVE}/ops"
+CAPI = ROOT / NATIVE / "capi"
 
 
 def _ops_builder() -> FFI:
     ffi = FFI()
-    ffi.cdef((ROOT / NATIVE / "ops.cdef").read_text())
+    ffi.cdef((ROOT / OPS / "ops.cdef").read_text())
     ffi.set_source(
-        "vm._ops",
+        "vm.ml._ops",
         '#include "ops.h"',
-        sources=[f"{NATIVE}/ops.c"],
-        include_dirs=[NATIVE],
+        sources=[f"{OPS}/ops.c"],
+        include_dirs=[OPS],
         # -fno-trapping-math lets branch-free selects vectorise (no code reads FP exception flags);
         # -ffp-contract=fast allows FMA where the CPU has it (the AVX2/AVX-512 clones of the hot loops),
         # so the last bit of log1p/decay/resize results may differ between CPU generations.
@@ -71,7 +73,7 @@ def _edgevm_boot():
     here = ffi.string(lib.edgevm__library_path()).decode("utf-8", "surrogateescape")
     if here:
         root = os.path.dirname(os.path.dirname(os.path.abspath(here)))  # <root>/vm/libedgevm.so
-        if os.path.isfile(os.path.join(root, "vm", "capi.py")):
+        if os.path.isfile(os.path.join(root, "vm", "host", "capi.py")):
             paths.append(root)
     for p in reversed(paths):
         if p not in sys.path:
@@ -82,11 +84,11 @@ def _edgevm_boot():
         if os.path.isdir(d):
             site.addsitedir(d)
     src = BUILD_SOURCE  # the source tree it was built from, for a runtime that is not installed
-    if src and os.path.isfile(os.path.join(src, "vm", "capi.py")) and src not in sys.path:
+    if src and os.path.isfile(os.path.join(src, "vm", "host", "capi.py")) and src not in sys.path:
         sys.path.append(src)
-    import vm.capi
+    import vm.host.capi
 
-    vm.capi.install(ffi, lib)
+    vm.host.capi.install(ffi, lib)
 
 
 try:
@@ -113,7 +115,7 @@ def _c_string(text: str) -> str:
 def _capi_exports() -> list[str]:
     import re
 
-    header = (ROOT / NATIVE / "edgevm.h").read_text()
+    header = (CAPI / "edgevm.h").read_text()
     names = re.findall(r"EDGEVM_API\s+[^;(]*?\b(edgevm_\w+)\s*\(", header)
     if "edgevm_open" not in names:
         raise RuntimeError("native/edgevm.h: no EDGEVM_API declarations found")
@@ -144,13 +146,13 @@ def _capi_builder(gen_dir: Path, sanitize: str | None = None) -> FFI:
                                         + "  local:\n    *;\n};\n")
     sanitizer = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"] if sanitize else []
     ffi = FFI()
-    ffi.cdef((ROOT / NATIVE / "capi.cdef").read_text())
-    ffi.embedding_api((ROOT / NATIVE / "capi_py.cdef").read_text())
+    ffi.cdef((CAPI / "capi.cdef").read_text())
+    ffi.embedding_api((CAPI / "capi_py.cdef").read_text())
     ffi.set_source(
         "_edgevm_capi",
         '#include "capi_internal.h"',
-        sources=[str(ROOT / NATIVE / "capi.c")],
-        include_dirs=[str(gen_dir), str(ROOT / NATIVE)],
+        sources=[str(CAPI / "capi.c")],
+        include_dirs=[str(gen_dir), str(CAPI)],
         library_dirs=[libdir] if libdir else [],
         libraries=["dl", "pthread"],
         extra_compile_args=["-O2", "-g", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter",
@@ -193,7 +195,7 @@ def build_capi(out_dir: str | Path | None = None, *, sanitize: str | None = None
         shutil.copyfile(built, staging)
         os.chmod(staging, 0o755)
         os.replace(staging, dest)  # atomic: a process that has the old library mapped keeps it
-    version = re.search(r'#define EDGEVM_VERSION "([^"]+)"', (ROOT / NATIVE / "edgevm.h").read_text())
+    version = re.search(r'#define EDGEVM_VERSION "([^"]+)"', (CAPI / "edgevm.h").read_text())
     (out / "edgevm.pc").write_text(_CAPI_PC.replace("VERSION", version.group(1) if version else "0"))
     return dest
 

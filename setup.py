@@ -12,6 +12,7 @@ from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
 # one per environment (build.py's capi_build_dir()): several venvs may build from one source tree
+C_FLAGS = ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
 CAPI_DIR = f"build/capi-{sys.implementation.cache_tag}-{hashlib.sha256(sys.prefix.encode()).hexdigest()[:8]}"
 
 
@@ -30,13 +31,10 @@ setup(
     cffi_modules=["build.py:ops_ffi"],
     cmdclass={"build_ext": BuildExtWithCapi},
     data_files=[("lib", [f"{CAPI_DIR}/libedgevm.so"]), ("lib/pkgconfig", [f"{CAPI_DIR}/edgevm.pc"]),
-                ("include", ["native/edgevm.h"])],
+                ("include", ["native/capi/edgevm.h"])],
     ext_modules=[
-        Extension(
-            "vm._guard",
-            sources=["native/guard.c"],
-            include_dirs=[numpy.get_include()],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
-        )
+        Extension("vm.guard._guard", sources=sorted(str(p) for p in Path("native/guard").glob("*.c")),
+                  include_dirs=["native/guard", numpy.get_include()], extra_compile_args=C_FLAGS),
+        Extension("vm.policy._verify", sources=["native/verify/verify.c"], extra_compile_args=C_FLAGS),
     ],
 )

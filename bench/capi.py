@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "tests" / "host"))
 
 import hostbuild  # noqa: E402
 
-from vm.runtime import Runtime  # noqa: E402
+from vm.host.runtime import Runtime  # noqa: E402
 
 CONFIG = {"deadline_ms": 1000, "workers": 2}
 

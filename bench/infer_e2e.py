@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from examples.ranking import build_bundle, clickstream  # noqa: E402
-from vm import keys, models, ops  # noqa: E402
-from vm.runtime import Runtime  # noqa: E402
+from vm.bundle import keys  # noqa: E402
+from vm.host.runtime import Runtime  # noqa: E402
+from vm.ml import models, ops  # noqa: E402
 
 ROUNDS = 400
 

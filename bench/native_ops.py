@@ -1,4 +1,4 @@
-"""Benchmark: the native feature operators (vm.ops) against their best numpy equivalents.
+"""Benchmark: the native feature operators (vm.ml.ops) against their best numpy equivalents.
 
 Each op runs at 10k and 1M elements. The numpy side is vectorised numpy written for speed (in-place
 where it helps) and does the same input checks the op's contract requires (sortedness, offsets,
@@ -25,7 +25,7 @@ import mmh3
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vm import ops  # noqa: E402
+from vm.ml import ops  # noqa: E402
 
 RNG = np.random.default_rng(7)
 SIZES = {"10k": 10_000, "1M": 1_000_000}

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from infer_e2e import big_request  # noqa: E402
 
 from examples.ranking import build_bundle  # noqa: E402
-from vm import keys  # noqa: E402
-from vm.runtime import Runtime  # noqa: E402
+from vm.bundle import keys  # noqa: E402
+from vm.host.runtime import Runtime  # noqa: E402
 
 SECONDS = 2.0
 CLIENTS = 4

@@ -24,9 +24,10 @@ from nacl.public import SealedBox
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vm import bundle_format, keys, loader  # noqa: E402
-from vm.packer import pack  # noqa: E402
-from vm.runtime import Runtime  # noqa: E402
+from vm.bundle import format as bundle_format  # noqa: E402
+from vm.bundle import keys, loader  # noqa: E402
+from vm.host.runtime import Runtime  # noqa: E402
+from vm.tools.packer import pack  # noqa: E402
 
 FEATURES = """
 from collections import Counter, defaultdict

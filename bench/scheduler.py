@@ -31,10 +31,10 @@ import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vm import keys as keys_mod  # noqa: E402
+from vm.bundle import keys as keys_mod  # noqa: E402
 from vm.errors import Busy  # noqa: E402
-from vm.packer import pack  # noqa: E402
-from vm.runtime import Runtime  # noqa: E402
+from vm.host.runtime import Runtime  # noqa: E402
+from vm.tools.packer import pack  # noqa: E402
 
 SCRIPT = '''
 def small(inputs):

@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 
 from examples.photo import build_bundle as photo_build  # noqa: E402
 from examples.ranking import build_bundle as ranking_build  # noqa: E402
-from vm.runtime import Runtime  # noqa: E402
+from vm.host.runtime import Runtime  # noqa: E402
 
 OUT = ROOT / "examples" / "out"
-EDGEVM = [sys.executable, "-m", "vm.cli"]
+EDGEVM = [sys.executable, "-m", "vm.host.cli"]
 
 
 def step(title: str) -> None:

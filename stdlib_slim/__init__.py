@@ -6,7 +6,7 @@ never the real module object, so a script cannot walk from it to other modules
 (``json.codecs.sys``, ``random._os``). Plain re-exports are listed in ``PLAIN``; modules that
 need wrappers (deadline-aware regexes, interruptible iterators, per-sandbox random state,
 checked attribute helpers) build their members in their own files here. Library classes handed
-to scripts are made immutable once (``vm._guard.freeze_type``) so that no script can
+to scripts are made immutable once (``vm.guard._guard.freeze_type``) so that no script can
 monkeypatch a class the runtime or another bundle uses. See README.md in this folder for what
 each module exposes and what is left out on purpose.
 """
@@ -17,7 +17,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from vm import _guard
+from vm.guard import _guard
 
 # module name -> (real module, names re-exported unchanged)
 PLAIN: dict[str, tuple[str, tuple[str, ...]]] = {

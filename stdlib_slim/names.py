@@ -5,7 +5,7 @@ from __future__ import annotations
 import keyword
 from typing import Any
 
-from vm import policy
+from vm.policy import rules as policy
 
 
 def plain_str(value: Any, what: str) -> str:

@@ -3,7 +3,7 @@ algebra. Left out on purpose: everything that touches files or raw memory (``loa
 ``fromfile``, ``memmap``, ``frombuffer``, ``ctypeslib``, ``lib.stride_tricks``), process-wide state
 (``seterr``, ``set_printoptions``, the legacy global ``random``), uninitialised memory (``empty``),
 and the submodules as a whole. Array data allocated by scripts counts against the call's memory
-budget and is zeroed (``vm._guard.numpy_install``)."""
+budget and is zeroed (``vm.guard._guard.numpy_install``)."""
 from __future__ import annotations
 
 import types
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vm import _guard
+from vm.guard import _guard
 
 _NAMES = (
     # construction and conversion

@@ -6,7 +6,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from vm import policy
+from vm.policy import rules as policy
 
 _PLAIN = (
     "abs", "add", "and_", "concat", "contains", "countOf", "eq", "floordiv", "ge", "getitem", "gt",

@@ -8,7 +8,7 @@ from typing import Any
 
 import regex
 
-from vm.watchdog import ScriptTimeout
+from vm.guard.context import ScriptTimeout
 
 _FLAGS = ("A", "ASCII", "I", "IGNORECASE", "M", "MULTILINE", "S", "DOTALL", "X", "VERBOSE", "U", "UNICODE")
 MAX_PATTERN = 10_000

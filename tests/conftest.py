@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vm import keys as keys_mod
-from vm.packer import pack
+from vm.bundle import keys as keys_mod
+from vm.tools.packer import pack
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 
 from examples.photo import build_bundle as photo_build
 from examples.ranking import build_bundle as ranking_build
-from vm.runtime import Runtime
+from vm.host.runtime import Runtime
 
 
 @pytest.fixture(scope="module")

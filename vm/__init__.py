@@ -11,7 +11,7 @@ __all__ = ["Runtime", "__version__"]
 
 def __getattr__(name: str):
     if name == "Runtime":
-        from vm.runtime import Runtime
+        from vm.host.runtime import Runtime
 
         return Runtime
     raise AttributeError(f"module 'vm' has no attribute {name!r}")

@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from examples.photo import train  # noqa: E402
-from vm.packer import pack  # noqa: E402
+from vm.tools.packer import pack  # noqa: E402
 
 FRAME = 48
 

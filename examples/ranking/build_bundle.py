@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from examples.ranking import train  # noqa: E402
-from vm.packer import pack  # noqa: E402
+from vm.tools.packer import pack  # noqa: E402
 
 EVENT_COLUMNS = ("ts", "type", "page_id", "item_id", "category", "price", "dwell_ms")
 

@@ -1,7 +1,7 @@
 """Build ``libedgevm`` and the C host (``host.c``), and prepare a scenario for it: keys, the demo
 bundle (``bundle/``), ranking inputs and the Python API's results for them.
 
-Shared by ``tests/test_capi.py``, ``tests/host/demo.py`` and ``bench/capi.py``. The host is compiled
+Shared by ``tests/host/test_capi.py``, ``tests/host/run_demo.py`` and ``bench/capi.py``. The host is compiled
 like an app would be: ``gcc host.c $(edgevm capi-flags)``.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import msgpack
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_DIR = Path(__file__).resolve().parent
-LIB_SOURCES = [ROOT / "build.py", *sorted((ROOT / "native").glob("capi*")), ROOT / "native" / "edgevm.h"]
+LIB_SOURCES = [ROOT / "build.py", *sorted((ROOT / "native" / "capi").iterdir())]
 SYSTEM, BUSINESS = "home", "rank"
 CLICK_EVENT = {"type": "mta", "pageId": "JD_Home", "clickId": "JD_Home_Sku", "sku": 1042, "ts": 1_700_000_000_000}
 
@@ -33,7 +33,7 @@ def _env() -> dict[str, str]:
 def library(*, force: bool = False) -> Path:
     """The libedgevm.so that ``edgevm capi-flags`` points at (installed by ``make``, or built in
     ``build/capi-<tag>-<env>/``); built with build.py first if missing or older than its sources."""
-    from vm.cli import capi_paths
+    from vm.host.cli import capi_paths
 
     lib = capi_paths()["lib"]
     stale = not lib.exists() or any(src.stat().st_mtime > lib.stat().st_mtime for src in LIB_SOURCES)
@@ -46,7 +46,7 @@ def library(*, force: bool = False) -> Path:
 
 def capi_flags() -> list[str]:
     """What ``edgevm capi-flags`` prints, as arguments."""
-    out = subprocess.run([sys.executable, "-m", "vm.cli", "capi-flags"], cwd=ROOT, env=_env(), check=True,
+    out = subprocess.run([sys.executable, "-m", "vm.host.cli", "capi-flags"], cwd=ROOT, env=_env(), check=True,
                          capture_output=True, text=True).stdout
     return shlex.split(out)
 
@@ -64,7 +64,7 @@ def build_host(out: Path, *, sanitize: str | None = None) -> Path:
         builder = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(builder)
         libdir = builder.build_capi(out.parent, sanitize=sanitize).parent
-        flags = [f"-I{ROOT / 'native'}", f"-L{libdir}", f"-Wl,-rpath,{libdir}", "-ledgevm",
+        flags = [f"-I{ROOT / 'native' / 'capi'}", f"-L{libdir}", f"-Wl,-rpath,{libdir}", "-ledgevm",
                  f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]
     else:
         library()
@@ -102,7 +102,7 @@ def write_cases(cases: Path, keys_dir: Path, bundle: Path, system: str, business
                 inputs: list[bytes], event: dict | None = None) -> list[bytes]:
     """``in_<i>.msgpack`` and the Python API's ``out_<i>.msgpack`` for each input (and
     ``event.msgpack``) in ``cases``; returns the outputs."""
-    from vm.runtime import Runtime
+    from vm.host.runtime import Runtime
 
     shutil.rmtree(cases, ignore_errors=True)
     cases.mkdir(parents=True)
@@ -122,8 +122,8 @@ def write_cases(cases: Path, keys_dir: Path, bundle: Path, system: str, business
 def prepare(workdir: Path, *, n_cases: int = 6, seed: int = 7, keys_dir: Path | None = None) -> Scenario:
     """Keys (unless given), the packed demo bundle, inputs and the Python API's results, written
     under ``workdir``."""
-    from vm import keys as keys_mod
-    from vm.packer import pack
+    from vm.bundle import keys as keys_mod
+    from vm.tools.packer import pack
 
     workdir.mkdir(parents=True, exist_ok=True)
     if keys_dir is None:

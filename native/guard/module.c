@@ -1,0 +1,25 @@
+/*
+ * vm.guard._guard — the interpreter-level guards the sandbox needs and Python cannot express:
+ * deadlines (deadline.c), the memory budget (budget.c) and immutable library classes (freeze.c).
+ */
+#include "guard.h"
+
+static int
+guard_exec(PyObject *module)
+{
+    if (PyModule_AddFunctions(module, guard_deadline_methods) < 0 ||
+        PyModule_AddFunctions(module, guard_budget_methods) < 0 ||
+        PyModule_AddFunctions(module, guard_freeze_methods) < 0)
+        return -1;
+    return 0;
+}
+
+static PyModuleDef_Slot slots[] = {{Py_mod_exec, guard_exec}, {0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "vm.guard._guard", NULL, 0, NULL, slots};
+
+PyMODINIT_FUNC
+PyInit__guard(void)
+{
+    return PyModuleDef_Init(&module);
+}

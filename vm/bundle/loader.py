@@ -1,0 +1,184 @@
+"""The one place where untrusted bundle bytes become trusted state.
+
+``open_bundle`` runs the steps in a fixed order and nothing downstream sees a bundle that did
+not pass all of them: split the container → verify the Ed25519 signature over prefix, header and
+ciphertext with a pinned key → parse the header → open the sealed content key and decrypt the
+payload (the header is the associated data) → gate on format version, ``min_runtime`` and this
+interpreter's bytecode magic → unmarshal → verify every code object. Decrypted code and models
+stay in memory.
+"""
+from __future__ import annotations
+
+import importlib.util
+import marshal
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import nacl.bindings
+import nacl.exceptions
+from nacl.public import SealedBox
+
+import vm
+from vm.bundle import format as bundle_format
+from vm.bundle.keys import DeviceKeys
+from vm.bundle.versions import parse_version
+from vm.errors import BadInput, DecryptError, IncompatibleError, SignatureError
+from vm.policy.verifier import verify_module_code
+
+RUNTIME_VERSION = parse_version(vm.__version__)
+MAGIC_HEX = importlib.util.MAGIC_NUMBER.hex()
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@dataclass(frozen=True)
+class Header:
+    name: str
+    version: str
+    created: int
+    targets: list[dict[str, str]]
+    min_runtime: str
+    sign_key_id: str
+    seal_key_id: str
+    nonce: bytes = field(repr=False)
+    sealed_key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TrustedBundle:
+    """A verified, decrypted, gated bundle whose code passed the bytecode check."""
+
+    header: Header
+    manifest: dict[str, Any]
+    codes: dict[str, types.CodeType]
+    packages: frozenset[str]
+    files: frozenset[str]
+    models: dict[str, bytes]
+
+    @property
+    def name(self) -> str:
+        return self.header.name
+
+    @property
+    def version(self) -> str:
+        return self.header.version
+
+
+def _unpack(data: bytes, what: str, error: type = BadInput) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        raise error(f"{what} is not valid msgpack ({type(exc).__name__})") from None
+
+
+def verify(raw: bundle_format.RawBundle, device: DeviceKeys) -> Header:
+    """Check the signature with a pinned key; then, and only then, parse the header."""
+    key = device.verify.get(raw.sign_key_id)
+    if key is None:
+        raise SignatureError(f"bundle is signed by key {raw.sign_key_id.hex()}, which this device does not "
+                             f"pin (pinned: {', '.join(k.hex() for k in device.verify)})")
+    try:
+        key.verify(raw.signed, raw.signature)
+    except nacl.exceptions.BadSignatureError:
+        raise SignatureError("bundle signature does not verify: the bundle was modified or corrupted") from None
+    doc = _unpack(raw.header, "bundle header")
+    try:
+        header = Header(
+            name=str(doc["name"]), version=str(doc["version"]), created=int(doc["created"]),
+            targets=[dict(t) for t in doc["targets"]], min_runtime=str(doc.get("min_runtime", "0.1")),
+            sign_key_id=raw.sign_key_id.hex(), seal_key_id=raw.seal_key_id.hex(),
+            nonce=doc["nonce"], sealed_key=doc["sealed_key"],
+        )
+    except (KeyError, TypeError, ValueError):
+        raise BadInput("bundle header lacks required fields") from None
+    if not isinstance(header.nonce, bytes) or len(header.nonce) != bundle_format.NONCE_LEN \
+            or not isinstance(header.sealed_key, bytes):
+        raise BadInput("bundle header has a malformed nonce or sealed key")
+    return header
+
+
+def decrypt(raw: bundle_format.RawBundle, header: Header, device: DeviceKeys) -> dict[str, Any]:
+    """Open the content key and decrypt the payload."""
+    secret = device.decrypt.get(raw.seal_key_id)
+    if secret is None:
+        raise DecryptError(f"bundle is sealed to key {raw.seal_key_id.hex()}, which this device does not hold "
+                           f"(held: {', '.join(k.hex() for k in device.decrypt)})")
+    try:
+        content_key = SealedBox(secret).decrypt(header.sealed_key)
+        payload = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(raw.ciphertext, raw.aad,
+                                                                          header.nonce, content_key)
+    except nacl.exceptions.CryptoError:
+        raise DecryptError("bundle payload does not decrypt with this device's key") from None
+    doc = _unpack(payload, "bundle payload")
+    if not isinstance(doc, dict) or not isinstance(doc.get("manifest"), dict) or not isinstance(
+            doc.get("code"), dict):
+        raise BadInput("bundle payload lacks its manifest or code")
+    return doc
+
+
+def gate(header: Header, payload: dict[str, Any]) -> dict[str, bytes]:
+    """This runtime's version and this interpreter's bytecode; return the code blobs to use."""
+    need = parse_version(header.min_runtime, "min_runtime")
+    if need > RUNTIME_VERSION:
+        raise IncompatibleError(f"bundle {header.name} {header.version} needs runtime >= {header.min_runtime}; "
+                                f"this is {vm.__version__}")
+    blobs = payload["code"].get(MAGIC_HEX)
+    if not isinstance(blobs, dict):
+        have = ", ".join(f"CPython {t.get('python')} (magic {t.get('magic')})" for t in header.targets) or "none"
+        raise IncompatibleError(
+            f"bundle {header.name} {header.version} has no bytecode for this interpreter: it needs "
+            f"CPython {PYTHON} (magic {MAGIC_HEX}); the bundle has: {have}",
+            detail={"needed": {"python": PYTHON, "magic": MAGIC_HEX}, "available": header.targets})
+    return blobs
+
+
+def open_bundle(data: bytes, device: DeviceKeys, *, max_size: int) -> TrustedBundle:
+    """Untrusted bytes in, a ``TrustedBundle`` out, or a typed error."""
+    raw = bundle_format.split(data, max_size)
+    header = verify(raw, device)
+    payload = decrypt(raw, header, device)
+    blobs = gate(header, payload)
+    manifest = payload["manifest"]
+    module_info = manifest.get("modules")
+    if not isinstance(module_info, dict) or set(module_info) != set(blobs):
+        raise BadInput("bundle manifest and code disagree on the modules")
+    files = {name: str(info.get("file")) for name, info in module_info.items()}
+    packages = frozenset(name for name, info in module_info.items() if info.get("package"))
+    bundle_modules = frozenset(blobs)
+    codes: dict[str, types.CodeType] = {}
+    for name, blob in blobs.items():
+        if not isinstance(blob, bytes):
+            raise BadInput(f"code blob for {name} is not bytes")
+        try:
+            code = marshal.loads(blob)
+        except (ValueError, EOFError, TypeError):
+            raise BadInput(f"code blob for {name} does not unmarshal") from None
+        verify_module_code(code, filename=files[name], bundle_modules=bundle_modules)
+        codes[name] = code
+    models = payload.get("models") or {}
+    if not isinstance(models, dict) or not all(isinstance(v, bytes) for v in models.values()):
+        raise BadInput("bundle models must map names to bytes")
+    return TrustedBundle(header=header, manifest=manifest, codes=codes, packages=packages,
+                         files=frozenset(files.values()), models=models)
+
+
+def read_header(data: bytes, device: DeviceKeys | None, *, max_size: int) -> dict[str, Any]:
+    """What ``edgevm inspect`` shows without keys: the prefix, and the header if the signature
+    verifies. Never decrypts."""
+    raw = bundle_format.split(data, max_size)
+    info: dict[str, Any] = {"format_version": raw.version, "sign_key_id": raw.sign_key_id.hex(),
+                            "seal_key_id": raw.seal_key_id.hex(), "size": len(data),
+                            "header_bytes": len(raw.header), "ciphertext_bytes": len(raw.ciphertext)}
+    if device is None:
+        info["signature"] = "not checked (no keys given)"
+        doc = _unpack(raw.header, "bundle header")
+        info["header_unverified"] = {k: v for k, v in doc.items() if k not in ("nonce", "sealed_key")} \
+            if isinstance(doc, dict) else None
+        return info
+    header = verify(raw, device)
+    info["signature"] = "valid"
+    info["header"] = {"name": header.name, "version": header.version, "created": header.created,
+                      "targets": header.targets, "min_runtime": header.min_runtime}
+    return info

@@ -1,0 +1,43 @@
+"""What a worker thread does with one script call: a memory budget, the watchdog's deadline, and
+every outcome turned into a value.
+
+``execute`` never raises: it returns ``(result, None)`` or ``(None, error)`` where ``error`` is an
+``EdgeError`` (a timeout, a memory budget exceeded, or whatever the call raised; anything that is
+not an ``EdgeError`` is a bug in edgevm and becomes ``Internal``). The queues, the worker threads,
+stuck-worker retirement and the caller-side deadlines live in ``vm.execution.scheduler``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vm.errors import EdgeError, Internal, ResourceExhausted, Timeout
+from vm.execution.watchdog import Watchdog
+from vm.guard import _guard
+from vm.guard.context import ScriptTimeout
+
+
+def execute(watchdog: Watchdog, deadline: float, fn: Callable[..., Any], args: tuple, *,
+            memory_limit: int | None, label: str) -> tuple[Any, EdgeError | None]:
+    """Run ``fn(*args)`` on this thread under ``deadline`` and a per-call memory budget."""
+    limited = memory_limit is not None
+    try:
+        if limited:
+            _guard.budget_begin(memory_limit)
+        try:
+            result = watchdog.run(deadline, fn, *args)
+        finally:
+            exceeded = _guard.budget_end()[1] if limited else False
+        if exceeded:
+            return None, ResourceExhausted(f"{label} exceeded its memory budget of {memory_limit} bytes")
+        return result, None
+    except ScriptTimeout:
+        return None, Timeout(f"{label} did not finish before its deadline")
+    except MemoryError:
+        return None, ResourceExhausted(f"{label} ran out of memory")
+    except EdgeError as exc:
+        return None, exc
+    except BaseException as exc:  # noqa: BLE001 - a bug in edgevm; the caller still gets a typed error
+        err = Internal(f"{label}: {type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return None, err

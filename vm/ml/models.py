@@ -1,0 +1,432 @@
+"""ONNX model sessions: the inference kernel scripts call.
+
+A bundle carries its models as bytes, decrypted in memory. ``load_models`` turns them into
+``ModelSession`` objects once, when the bundle loads (never on the first request), using the
+``DeviceProfile`` from the runtime config. Models are handed to ONNX Runtime as bytes: no plaintext
+model is ever written to disk (no temp file, no ``optimized_model_filepath``, no profiling file),
+and the session keeps no reference to the plaintext bytes once it is built.
+
+``ModelSession.run`` checks input names, dtypes and shapes before calling ONNX Runtime, so that a
+script's mistake reads as a clear ``ValueError``/``TypeError`` in the script's own error report. It
+honours the deadline of the guarded call it runs in (``vm.execution.watchdog``): ONNX Runtime's
+``RunOptions.terminate`` flag is raised from the watchdog thread when the deadline passes, and the
+aborted run surfaces as ``vm.errors.Timeout``.
+
+``onnxruntime`` is imported lazily, so a bundle without models never pays for it.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vm.errors import BadInput, Timeout
+
+__all__ = ["DeviceProfile", "ModelSession", "TensorSpec", "load_models", "ONNX_TO_NUMPY"]
+
+# ONNX Runtime's type strings for tensors -> numpy dtypes.
+ONNX_TO_NUMPY: dict[str, np.dtype] = {
+    "tensor(float)": np.dtype(np.float32),
+    "tensor(double)": np.dtype(np.float64),
+    "tensor(float16)": np.dtype(np.float16),
+    "tensor(int8)": np.dtype(np.int8),
+    "tensor(int16)": np.dtype(np.int16),
+    "tensor(int32)": np.dtype(np.int32),
+    "tensor(int64)": np.dtype(np.int64),
+    "tensor(uint8)": np.dtype(np.uint8),
+    "tensor(uint16)": np.dtype(np.uint16),
+    "tensor(uint32)": np.dtype(np.uint32),
+    "tensor(uint64)": np.dtype(np.uint64),
+    "tensor(bool)": np.dtype(np.bool_),
+    "tensor(string)": np.dtype(object),
+}
+
+_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+_EXEC_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+_CPU = "CPUExecutionProvider"
+_MAX_THREADS = 64
+
+
+def _fail(message: str) -> BadInput:
+    return BadInput(f"device_profile: {message}")
+
+
+def _get_int(cfg: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(f"{key} must be an integer, got {type(value).__name__} {value!r}")
+    if not lo <= value <= hi:
+        raise _fail(f"{key} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _get_bool(cfg: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = cfg.get(key, default)
+    if not isinstance(value, bool):
+        raise _fail(f"{key} must be true or false, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _get_choice(cfg: Mapping[str, Any], key: str, default: str, choices: Sequence[str]) -> str:
+    value = cfg.get(key, default)
+    if not isinstance(value, str) or value not in choices:
+        raise _fail(f"{key} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _get_providers(cfg: Mapping[str, Any]) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    raw = cfg.get("execution_providers", [_CPU])
+    if isinstance(raw, str | bytes) or not isinstance(raw, Sequence) or not raw:
+        raise _fail("execution_providers must be a non-empty list of provider names, "
+                    f"e.g. ['XnnpackExecutionProvider', '{_CPU}'], got {raw!r}")
+    out: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    for i, entry in enumerate(raw):
+        options: Mapping[str, Any] = {}
+        if isinstance(entry, Mapping):
+            extra = set(entry) - {"name", "options"}
+            if extra:
+                raise _fail(f"execution_providers[{i}] has unknown keys {sorted(extra)}; "
+                            "allowed: 'name', 'options'")
+            name, options = entry.get("name"), entry.get("options", {})
+            if not isinstance(options, Mapping):
+                raise _fail(f"execution_providers[{i}].options must be a mapping, got {options!r}")
+        else:
+            name = entry
+        if not isinstance(name, str) or not name.endswith("ExecutionProvider"):
+            raise _fail(f"execution_providers[{i}] must name a provider such as '{_CPU}', got {name!r}")
+        for k, v in options.items():
+            if not isinstance(k, str) or isinstance(v, Mapping | list | tuple) or v is None:
+                raise _fail(f"execution_providers[{i}].options must map names to scalars, got {k!r}: {v!r}")
+        opts = tuple(sorted((k, str(v).lower() if isinstance(v, bool) else str(v))
+                            for k, v in options.items()))
+        if all(n != name for n, _ in out):
+            out.append((name, opts))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """How ONNX Runtime sessions are configured on this device class.
+
+    The defaults suit a phone-class CPU where the runtime already parallelises across calls:
+    one intra-op thread (so ORT creates no thread pool of its own), no busy-waiting spin threads,
+    no CPU memory arena (memory goes back to the allocator between calls instead of staying
+    reserved), full graph optimisation, CPU execution only.
+    """
+
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    graph_optimization: str = "all"
+    execution_mode: str = "sequential"
+    # (provider name, sorted (option, value) pairs), in order of preference.
+    execution_providers: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ((_CPU, ()),)
+    allow_spinning: bool = False
+    cpu_mem_arena: bool = False
+    mem_pattern: bool = True
+    log_severity: int = 3
+    free_dim_overrides: tuple[tuple[str, int], ...] = field(default=())
+
+    KEYS = ("intra_op_threads", "inter_op_threads", "graph_optimization", "execution_mode",
+            "execution_providers", "allow_spinning", "cpu_mem_arena", "mem_pattern", "log_severity",
+            "free_dim_overrides")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> DeviceProfile:
+        """Build from the runtime config's ``"device_profile"`` mapping (None: defaults).
+
+        Keys: ``intra_op_threads`` / ``inter_op_threads`` (0 = ORT picks), ``graph_optimization``
+        (``disable|basic|extended|all``), ``execution_mode`` (``sequential|parallel``),
+        ``execution_providers`` (names, or ``{"name", "options"}`` mappings, in order of
+        preference), ``allow_spinning``, ``cpu_mem_arena``, ``mem_pattern``, ``log_severity``
+        (0 verbose .. 4 fatal), ``free_dim_overrides`` (symbolic dim name -> fixed size).
+        Raises ``BadInput`` naming the offending key.
+        """
+        if config is None:
+            return cls()
+        if not isinstance(config, Mapping):
+            raise _fail(f"must be a mapping, got {type(config).__name__}")
+        unknown = sorted(str(k) for k in config if k not in cls.KEYS)
+        if unknown:
+            raise _fail(f"unknown key(s) {unknown}; allowed: {list(cls.KEYS)}")
+        overrides = config.get("free_dim_overrides", {})
+        if not isinstance(overrides, Mapping):
+            raise _fail(f"free_dim_overrides must map dimension names to sizes, got {overrides!r}")
+        dims: list[tuple[str, int]] = []
+        for k in sorted(overrides, key=str):
+            if not isinstance(k, str) or not k:
+                raise _fail(f"free_dim_overrides keys must be dimension names, got {k!r}")
+            dims.append((k, _get_int(overrides, k, 0, 1, 1 << 31)))
+        return cls(
+            intra_op_threads=_get_int(config, "intra_op_threads", 1, 0, _MAX_THREADS),
+            inter_op_threads=_get_int(config, "inter_op_threads", 1, 0, _MAX_THREADS),
+            graph_optimization=_get_choice(config, "graph_optimization", "all", tuple(_OPT_LEVELS)),
+            execution_mode=_get_choice(config, "execution_mode", "sequential", tuple(_EXEC_MODES)),
+            execution_providers=_get_providers(config),
+            allow_spinning=_get_bool(config, "allow_spinning", False),
+            cpu_mem_arena=_get_bool(config, "cpu_mem_arena", False),
+            mem_pattern=_get_bool(config, "mem_pattern", True),
+            log_severity=_get_int(config, "log_severity", 3, 0, 4),
+            free_dim_overrides=tuple(dims),
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        """The profile as a plain (msgpack-able) mapping that ``from_config`` accepts."""
+        return {
+            "intra_op_threads": self.intra_op_threads,
+            "inter_op_threads": self.inter_op_threads,
+            "graph_optimization": self.graph_optimization,
+            "execution_mode": self.execution_mode,
+            "execution_providers": [{"name": n, "options": dict(o)} if o else n
+                                    for n, o in self.execution_providers],
+            "allow_spinning": self.allow_spinning,
+            "cpu_mem_arena": self.cpu_mem_arena,
+            "mem_pattern": self.mem_pattern,
+            "log_severity": self.log_severity,
+            "free_dim_overrides": dict(self.free_dim_overrides),
+        }
+
+    def providers(self) -> tuple[list[str], list[dict[str, str]]]:
+        """Provider names and options this ORT build has, in preference order, ending with CPU."""
+        import onnxruntime as ort
+
+        available = set(ort.get_available_providers())
+        names: list[str] = []
+        options: list[dict[str, str]] = []
+        for name, opts in self.execution_providers:
+            if name in available and name != _CPU:
+                names.append(name)
+                options.append(dict(opts))
+        cpu_opts = next((dict(o) for n, o in self.execution_providers if n == _CPU), {})
+        names.append(_CPU)
+        options.append(cpu_opts)
+        return names, options
+
+    def session_options(self) -> Any:
+        """A fresh ``onnxruntime.SessionOptions`` for this profile."""
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.intra_op_threads
+        so.inter_op_num_threads = self.inter_op_threads
+        level = _OPT_LEVELS[self.graph_optimization]
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        so.execution_mode = getattr(ort.ExecutionMode, _EXEC_MODES[self.execution_mode])
+        so.enable_cpu_mem_arena = self.cpu_mem_arena
+        so.enable_mem_pattern = self.mem_pattern
+        so.log_severity_level = self.log_severity
+        so.enable_profiling = False  # profiling writes files; never on device
+        spin = "1" if self.allow_spinning else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        for dim, size in self.free_dim_overrides:
+            so.add_free_dimension_override_by_name(dim, size)
+        return so
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a model: name, ONNX element type, shape (ints fixed, str/None free)."""
+
+    name: str
+    type: str
+    shape: tuple[int | str | None, ...] | None
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """The numpy dtype for a tensor type, None for non-tensor types (sequences, maps)."""
+        return ONNX_TO_NUMPY.get(self.type)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain mapping for ``edgevm inspect``: dtype name and shape (free dims as names or None)."""
+        dt = self.dtype
+        return {
+            "name": self.name,
+            "type": self.type,
+            "dtype": ("str" if dt == np.dtype(object) else dt.name) if dt is not None else None,
+            "shape": list(self.shape) if self.shape is not None else None,
+        }
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = arg.shape
+    dims: tuple[int | str | None, ...] | None
+    if shape is None:
+        dims = None
+    else:
+        dims = tuple(d if isinstance(d, int | str) or d is None else None for d in shape)
+        # A dim of size <= 0 reported as int (rare) is not a usable constraint.
+        dims = tuple(None if isinstance(d, int) and d <= 0 else d for d in dims)
+    return TensorSpec(arg.name, arg.type, dims)
+
+
+def _fmt_shape(shape: Sequence[int | str | None]) -> str:
+    inner = ", ".join("?" if d is None else str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def _current_context() -> Any:
+    """The guarded call on this thread (``vm.guard.context.current()``), or None.
+
+    A guarded call can only exist once ``vm.guard.context`` was imported, so it is looked up in
+    ``sys.modules`` rather than imported here: models stay usable (and cheap) without it.
+    """
+    ctx = sys.modules.get("vm.guard.context")
+    return ctx.current() if ctx is not None else None
+
+
+class ModelSession:
+    """One loaded model: an ONNX Runtime session created from in-memory bytes.
+
+    ``run`` may be called from several threads at once (ONNX Runtime sessions are thread-safe for
+    ``run``; this class holds no mutable state after construction).
+    """
+
+    def __init__(self, name: str, model_bytes: bytes, profile: DeviceProfile | None = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise BadInput(f"model name must be a non-empty string, got {name!r}")
+        if not isinstance(model_bytes, bytes | bytearray | memoryview):
+            raise BadInput(f"model {name!r}: expected the model as bytes, got {type(model_bytes).__name__}")
+        if len(model_bytes) == 0:
+            raise BadInput(f"model {name!r}: model bytes are empty")
+        import onnxruntime as ort
+
+        self.name = name
+        self.profile = profile if profile is not None else DeviceProfile()
+        self.size = len(model_bytes)
+        providers, provider_options = self.profile.providers()
+        try:
+            self._session = ort.InferenceSession(
+                bytes(model_bytes), sess_options=self.profile.session_options(),
+                providers=providers, provider_options=provider_options)
+        except Exception as exc:  # ORT raises its own pybind exception types
+            raise BadInput(f"model {name!r}: ONNX Runtime cannot load it: {_ort_message(exc)}") from None
+        self.inputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self._session.get_inputs())
+        self.outputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self._session.get_outputs())
+        self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+        self._inputs_by_name = {s.name: s for s in self.inputs}
+        self._output_names = [s.name for s in self.outputs]
+        self._ort = ort
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{s.name}:{s.to_dict()['dtype']}{_fmt_shape(s.shape or ())}" for s in self.inputs)
+        outs = ", ".join(s.name for s in self.outputs)
+        return f"<ModelSession {self.name!r} ({ins}) -> ({outs})>"
+
+    def signature(self) -> dict[str, Any]:
+        """Inputs, outputs, providers and size as a plain mapping (for ``edgevm inspect``)."""
+        return {
+            "name": self.name,
+            "size": self.size,
+            "inputs": [s.to_dict() for s in self.inputs],
+            "outputs": [s.to_dict() for s in self.outputs],
+            "providers": list(self.providers),
+        }
+
+    def check_feeds(self, feeds: Mapping[str, Any]) -> None:
+        """Raise ``ValueError``/``TypeError`` if ``feeds`` do not match the model's inputs."""
+        if not isinstance(feeds, Mapping):
+            raise TypeError(f"model {self.name!r}: feeds must be a dict of input name -> numpy array, "
+                            f"got {type(feeds).__name__}")
+        expected = self._inputs_by_name
+        unknown = [k for k in feeds if k not in expected]
+        if unknown:
+            raise ValueError(f"model {self.name!r}: unknown input(s) {unknown}; "
+                             f"the model's inputs are {list(expected)}")
+        missing = [k for k in expected if k not in feeds]
+        if missing:
+            raise ValueError(f"model {self.name!r}: missing input(s) {missing}; "
+                             f"the model's inputs are {list(expected)}")
+        for key, spec in expected.items():
+            value = feeds[key]
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"model {self.name!r}: input {key!r} must be a numpy array, "
+                                f"got {type(value).__name__}")
+            want = spec.dtype
+            if want is not None:
+                if want == np.dtype(object):
+                    ok = value.dtype.kind in "UO"
+                    want_name = "str"
+                else:
+                    ok = value.dtype == want
+                    want_name = want.name
+                if not ok:
+                    raise TypeError(f"model {self.name!r}: input {key!r} expects dtype {want_name}, "
+                                    f"got {value.dtype.name}")
+            if spec.shape is not None:
+                if value.ndim != len(spec.shape):
+                    raise ValueError(f"model {self.name!r}: input {key!r} expects rank {len(spec.shape)} "
+                                     f"shape {_fmt_shape(spec.shape)}, got rank {value.ndim} "
+                                     f"shape {_fmt_shape(value.shape)}")
+                for axis, (dim, got) in enumerate(zip(spec.shape, value.shape, strict=True)):
+                    if isinstance(dim, int) and dim != got:
+                        raise ValueError(f"model {self.name!r}: input {key!r} expects shape "
+                                         f"{_fmt_shape(spec.shape)}, got {_fmt_shape(value.shape)} "
+                                         f"(axis {axis} must be {dim})")
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Run the model on ``feeds``; return ``{output name: array}`` for ``outputs`` (default all).
+
+        Checks names, dtypes (exact) and shapes (rank and fixed dims) first. Inside a guarded call
+        the run is aborted when the call's deadline passes and ``vm.errors.Timeout`` is raised; a
+        deadline already passed raises ``Timeout`` without running.
+        """
+        self.check_feeds(feeds)
+        if outputs is None:
+            names = self._output_names
+        else:
+            if isinstance(outputs, str) or not isinstance(outputs, Sequence):
+                raise TypeError(f"model {self.name!r}: outputs must be a list of output names, "
+                                f"got {outputs!r}")
+            bad = [o for o in outputs if o not in self._output_names]
+            if bad:
+                raise ValueError(f"model {self.name!r}: unknown output(s) {bad}; "
+                                 f"the model's outputs are {self._output_names}")
+            names = list(outputs)
+        ctx = _current_context()
+        if ctx is not None and ctx.remaining() <= 0:
+            raise Timeout(f"model {self.name!r}: the call's deadline passed before the model ran")
+        ro = self._ort.RunOptions()
+        ro.log_severity_level = 4  # an aborted run is reported as Timeout, not logged as an ORT error
+        token = None
+        if ctx is not None:
+            def _terminate() -> None:
+                ro.terminate = True
+
+            token = ctx.add_cancel(_terminate)
+        try:
+            result = self._session.run(names, dict(feeds), ro)
+        except Exception as exc:
+            if ro.terminate:
+                raise Timeout(f"model {self.name!r}: run aborted at the call's deadline") from None
+            raise RuntimeError(f"model {self.name!r}: {_ort_message(exc)}") from None
+        finally:
+            if token is not None:
+                ctx.remove_cancel(token)
+        return dict(zip(names, result, strict=True))
+
+
+def _ort_message(exc: BaseException) -> str:
+    """ORT's message without its ``[ONNXRuntimeError] : N : KIND :`` prefix."""
+    text = " ".join(str(exc).split())
+    if text.startswith("[ONNXRuntimeError]"):
+        parts = text.split(" : ", 3)
+        if len(parts) == 4:
+            return parts[3]
+    return text or type(exc).__name__
+
+
+def load_models(models: Mapping[str, bytes], profile: DeviceProfile | None = None) -> dict[str, ModelSession]:
+    """Create a session for every model of a bundle (at load time). A bad model raises ``BadInput``
+    naming it."""
+    if not isinstance(models, Mapping):
+        raise BadInput(f"models must be a mapping of name -> bytes, got {type(models).__name__}")
+    profile = profile if profile is not None else DeviceProfile()
+    return {name: ModelSession(name, data, profile) for name, data in models.items()}

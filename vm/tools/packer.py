@@ -1,0 +1,251 @@
+"""``edgevm pack``: compile, check, encrypt and sign a bundle (server side).
+
+Scripts are compiled by every target CPython (one code blob per bytecode magic number), after
+the source policy accepted them. The payload is encrypted under a fresh random content key
+that is sealed to the device's X25519 key; the signature covers the prefix, the header and the
+ciphertext (encrypt-then-sign), so a device verifies before it decrypts anything.
+"""
+from __future__ import annotations
+
+import base64
+import glob
+import importlib.util
+import json
+import marshal
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import nacl.bindings
+import nacl.utils
+from nacl.public import SealedBox
+
+import vm
+from vm.bundle import format as bundle_format
+from vm.bundle import keys
+from vm.bundle.versions import parse_version
+from vm.errors import BadInput, EdgeError, NotFound, PolicyError
+from vm.policy.verifier import verify_module_code
+from vm.tools import source_policy
+
+WORKER = Path(__file__).with_name("compile_worker.py")
+NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+ENTRY_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*\Z")
+MIN_TARGET = (3, 11)
+
+
+class PackError(EdgeError):
+    """The bundle could not be packed; ``problems`` lists ``file:line:col: reason`` lines."""
+
+    code, name = 5, "policy"
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        self.problems = problems or []
+        super().__init__("\n".join([message, *self.problems[:20]]), detail={"problems": self.problems})
+
+
+@dataclass
+class PackResult:
+    path: Path
+    size: int
+    targets: list[dict[str, str]]
+    modules: list[str]
+    models: dict[str, int] = field(default_factory=dict)
+    quantization: dict[str, dict] = field(default_factory=dict)
+
+
+def read_manifest(src: Path) -> dict[str, Any]:
+    """``bundle.json``, validated."""
+    try:
+        manifest = json.loads((src / "bundle.json").read_text())
+    except FileNotFoundError:
+        raise NotFound(f"{src}/bundle.json not found") from None
+    except ValueError as exc:
+        raise BadInput(f"bundle.json is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BadInput("bundle.json must be a JSON object")
+    name = manifest.get("name")
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise BadInput(f"bundle.json: 'name' must be 1-128 characters of [A-Za-z0-9._-], got {name!r}")
+    parse_version(manifest.get("version"), "bundle.json: 'version'")
+    parse_version(manifest.get("min_runtime", "0.1"), "bundle.json: 'min_runtime'")
+    if not isinstance(manifest.get("system"), str) or not manifest["system"]:
+        raise BadInput("bundle.json: 'system' must be a non-empty string")
+    entries = manifest.get("entries")
+    if not isinstance(entries, dict) or not entries:
+        raise BadInput("bundle.json: 'entries' must map business codes to 'module:function'")
+    for biz, spec in entries.items():
+        if not isinstance(spec, str) or not ENTRY_RE.match(spec):
+            raise BadInput(f"bundle.json: entry {biz!r} must be 'module:function', got {spec!r}")
+    models = manifest.get("models", {})
+    if not isinstance(models, dict) or not all(isinstance(v, str) for v in models.values()):
+        raise BadInput("bundle.json: 'models' must map model names to file names")
+    from vm.bundle.triggers import parse_bundle
+
+    parse_bundle(manifest, entries)  # triggers and tasks: refuse a bad configuration now, not on a device
+    return manifest
+
+
+def collect_scripts(src: Path) -> dict[str, dict[str, Any]]:
+    """Module name -> {"file", "source", "package"} for every ``.py`` under ``src``; every
+    directory holding scripts is a package (an empty one if it has no ``__init__.py``)."""
+    modules: dict[str, dict[str, Any]] = {}
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src)
+        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+            continue
+        parts = list(rel.with_suffix("").parts)
+        is_package = parts[-1] == "__init__"
+        if is_package:
+            parts = parts[:-1]
+        if not parts or not all(p.isidentifier() for p in parts):
+            raise BadInput(f"{rel}: not an importable module path")
+        modules[".".join(parts)] = {"file": rel.as_posix(), "source": path.read_text(encoding="utf-8"),
+                                    "package": is_package}
+    for name in list(modules):
+        parent = name.rpartition(".")[0]
+        while parent and parent not in modules:
+            modules[parent] = {"file": f"{parent.replace('.', '/')}/__init__.py", "source": "",
+                               "package": True}
+            parent = parent.rpartition(".")[0]
+    if not modules:
+        raise BadInput(f"{src}: no scripts (*.py) found")
+    return modules
+
+
+def find_interpreters(targets: list[str] | None) -> dict[str, str]:
+    """Target version -> interpreter path: ``python3.X`` on PATH, else under pyenv."""
+    def lookup(version: str) -> str | None:
+        exe = shutil.which(f"python{version}")
+        if exe and _runs(exe):
+            return exe
+        root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+        found = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"),
+                       key=lambda p: [int(x) for x in re.findall(r"\d+", p.split("/versions/")[1].split("/")[0])])
+        return found[-1] if found else None
+
+    if targets:
+        out = {}
+        for t in targets:
+            if not re.fullmatch(r"3\.\d+", t) or tuple(int(x) for x in t.split(".")) < MIN_TARGET:
+                raise BadInput(f"target {t!r}: expected a CPython version like 3.12 (3.11 or newer)")
+            exe = lookup(t)
+            if exe is None:
+                raise NotFound(f"target {t}: no python{t} on PATH or under pyenv")
+            out[t] = exe
+        return out
+    found = {f"3.{m}": exe for m in range(MIN_TARGET[1], 20) if (exe := lookup(f"3.{m}"))}
+    current = f"{sys.version_info.major}.{sys.version_info.minor}"
+    found.setdefault(current, sys.executable)
+    return found
+
+
+def _runs(exe: str) -> bool:
+    try:
+        return subprocess.run([exe, "-c", "pass"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def compile_for(exe: str, modules: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Run the compile worker under interpreter ``exe``."""
+    request = {"modules": {n: {"file": m["file"], "source": m["source"]} for n, m in modules.items()}}
+    proc = subprocess.run([exe, "-I", "-S", str(WORKER)], input=json.dumps(request), capture_output=True,
+                          text=True, timeout=300)
+    if proc.returncode != 0:
+        raise EdgeError(f"compiler {exe} failed: {proc.stderr.strip()[-2000:]}")
+    result = json.loads(proc.stdout)
+    if result["errors"]:
+        raise PackError(f"{len(result['errors'])} syntax error(s)", result["errors"])
+    return result
+
+
+def pack(src_dir: str | Path, keys_dir: str | Path, out: str | Path, *, targets: list[str] | None = None,
+         skip_source_policy: bool = False, quantize: dict[str, str] | None = None,
+         created: int | None = None) -> PackResult:
+    """Build ``out`` from ``src_dir``; raises ``PackError`` listing policy violations."""
+    src = Path(src_dir)
+    manifest = read_manifest(src)
+    server = keys.load_server(keys_dir)
+    modules = collect_scripts(src)
+    bundle_modules = frozenset(modules)
+
+    for biz, spec in manifest["entries"].items():
+        if spec.partition(":")[0] not in modules:
+            raise BadInput(f"bundle.json: entry {biz!r} names module {spec.partition(':')[0]!r}, "
+                           f"which is not among the scripts")
+    if not skip_source_policy:
+        problems = [str(v) for name, m in modules.items() for v in source_policy.check_source(
+            m["source"], file=m["file"], module=name, is_package=m["package"], bundle_modules=bundle_modules)]
+        if problems:
+            raise PackError(f"{len(problems)} policy violation(s)", problems)
+
+    code_by_magic: dict[str, dict[str, bytes]] = {}
+    target_info = []
+    own_magic = importlib.util.MAGIC_NUMBER.hex()
+    for version, exe in sorted(find_interpreters(targets).items()):
+        result = compile_for(exe, modules)
+        blobs = {name: base64.b64decode(b) for name, b in result["code"].items()}
+        if result["magic"] == own_magic and not skip_source_policy:
+            # The device will check this bytecode; refuse to ship what it would refuse.
+            for name, blob in blobs.items():
+                try:
+                    verify_module_code(marshal.loads(blob), filename=modules[name]["file"],
+                                       bundle_modules=bundle_modules)
+                except PolicyError as exc:
+                    raise PackError("compiled bytecode fails the load-time check", exc.detail["problems"]) from None
+        code_by_magic[result["magic"]] = blobs
+        target_info.append({"python": version, "version": result["python"], "magic": result["magic"]})
+
+    models: dict[str, bytes] = {}
+    reports: dict[str, dict] = {}
+    for model_name, filename in manifest.get("models", {}).items():
+        path = src / filename
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"model {model_name!r}: {path} not found") from None
+        mode = (quantize or {}).get(model_name)
+        if mode:
+            from vm.tools.quantize import quantize_model
+
+            data, reports[model_name] = quantize_model(data, mode)
+        models[model_name] = data
+
+    full_manifest = dict(manifest)
+    full_manifest.setdefault("min_runtime", "0.1")
+    full_manifest["modules"] = {n: {"file": m["file"], "package": m["package"]} for n, m in modules.items()}
+    if reports:
+        full_manifest["quantization"] = reports
+    payload = msgpack.packb({"manifest": full_manifest, "code": code_by_magic, "models": models},
+                            use_bin_type=True)
+
+    content_key = nacl.utils.random(32)
+    nonce = nacl.utils.random(bundle_format.NONCE_LEN)
+    header = msgpack.packb({
+        "name": manifest["name"], "version": manifest["version"],
+        "created": int(time.time()) if created is None else created,
+        "nonce": nonce, "sealed_key": SealedBox(server.seal_to).encrypt(content_key),
+        "targets": target_info, "min_runtime": full_manifest["min_runtime"],
+        "packer": vm.__version__,
+    }, use_bin_type=True)
+    ct_len = len(payload) + 16
+    aad = bundle_format.prefix(server.sign_key_id, server.seal_key_id, len(header), ct_len) + header
+    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(payload, aad, nonce, content_key)
+    signed = aad + ciphertext
+    data = signed + server.signing.sign(signed).signature
+
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out_path)
+    return PackResult(path=out_path, size=len(data), targets=target_info, modules=sorted(modules),
+                      models={k: len(v) for k, v in models.items()}, quantization=reports)
