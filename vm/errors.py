@@ -105,6 +105,13 @@ class CircuitOpen(EdgeError):
     code, name = 13, "circuit_open"
 
 
+class Crashed(EdgeError):
+    """The worker process running the call died (a signal, an exit, a resource limit) or sent
+    something that is not a valid reply; it was replaced."""
+
+    code, name = 14, "crashed"
+
+
 class Internal(EdgeError):
     """A bug in edgevm itself; the message says where."""
 
@@ -125,6 +132,7 @@ ALL_ERRORS: tuple[type[EdgeError], ...] = (
     ResourceExhausted,
     Downgrade,
     CircuitOpen,
+    Crashed,
     Internal,
 )
 

@@ -961,6 +961,7 @@ EDGEVM_API const char *edgevm_errcode_name(int code)
     case EDGEVM_ERESOURCE: return "resource";
     case EDGEVM_EDOWNGRADE: return "downgrade";
     case EDGEVM_ECIRCUIT: return "circuit_open";
+    case EDGEVM_ECRASHED: return "crashed";
     case EDGEVM_EINTERNAL: return "internal";
     default: return "unknown";
     }

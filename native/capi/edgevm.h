@@ -65,6 +65,7 @@ enum {
     EDGEVM_ERESOURCE = 11,    /* a script exceeded its memory budget or the recursion limit */
     EDGEVM_EDOWNGRADE = 12,   /* a bundle older than the one already loaded under the same name */
     EDGEVM_ECIRCUIT = 13,     /* the entry's circuit breaker is open; the call failed fast */
+    EDGEVM_ECRASHED = 14,     /* the worker process running the call died or misbehaved; it was replaced */
     EDGEVM_EINTERNAL = 99     /* a bug in edgevm, or the embedded runtime could not start */
 };
 
