@@ -5,7 +5,7 @@ from __future__ import annotations
 import keyword
 from typing import Any
 
-from vm.policy import rules as policy
+from vm.policy import rules
 
 
 def plain_str(value: Any, what: str) -> str:
@@ -24,9 +24,7 @@ def check_field_names(names: list[Any], what: str) -> list[str]:
         name = plain_str(name, f"{what} field name")
         if not name.isidentifier() or keyword.iskeyword(name):
             raise TypeError(f"invalid {what} field name {name!r}")
-        problem = policy.attribute_problem(name)
-        if problem is None and name in policy.FORMAT_METHODS:
-            problem = f"field name {name!r} is reserved"
+        problem = rules.named_attribute_problem(name)
         if problem:
             raise TypeError(f"{what} field name {name!r}: {problem}")
         out.append(name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from vm.policy import rules as policy
+from vm.policy import rules
 
 _PLAIN = (
     "abs", "add", "and_", "concat", "contains", "countOf", "eq", "floordiv", "ge", "getitem", "gt",
@@ -22,9 +22,7 @@ def build(env: Any) -> dict[str, Any]:
         if not isinstance(name, str):
             raise TypeError("attribute name must be a string")
         for part in name.split("."):
-            problem = policy.attribute_problem(part)
-            if problem is None and part in policy.FORMAT_METHODS:
-                problem = "str.format is only allowed on a literal format string"
+            problem = rules.named_attribute_problem(part)
             if problem:
                 env.violation(problem)
 

@@ -623,8 +623,8 @@ _SHARED_CLASSES = {
     "dataclasses.Field": ("type(dataclasses.field())", lambda: dataclasses.Field),
     "typing._GenericAlias": ("type(typing.List[int])", lambda: type(typing.List[int])),  # noqa: UP006
     "numpy.linalg.LinAlgError": ("numpy.linalg.LinAlgError", lambda: __import__("numpy").linalg.LinAlgError),
-    "vm.sandbox.sandbox.PolicyViolation": ("violation_class()",
-                                   lambda: __import__("vm.sandbox.sandbox").sandbox.sandbox.PolicyViolation),
+    "vm.sandbox.builtins.PolicyViolation": ("violation_class()",
+                                            lambda: __import__("vm.sandbox.builtins").sandbox.builtins.PolicyViolation),
 }
 HOLE_SHARED_CLASS = (
     _H + "a process-wide library/runtime class reachable through type(<object a vetted function returns>) "
@@ -632,7 +632,7 @@ HOLE_SHARED_CLASS = (
     "(a property or method replaces behaviour), bundle B -- and the runtime -- see it. "
     "freeze_classes only covers the classes a module exports by name. Fix: freeze the classes of "
     "objects handed to scripts too (typing's alias classes, dataclasses.Field, statistics.LinearRegression, "
-    "numpy.linalg.LinAlgError, vm.sandbox.sandbox.PolicyViolation, vm.sandbox.edge.Model...), e.g. by walking "
+    "numpy.linalg.LinAlgError, vm.sandbox.builtins.PolicyViolation, vm.sandbox.edge.Model...), e.g. by walking "
     "each vetted module's real module for classes at build time.")
 
 

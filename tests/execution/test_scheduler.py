@@ -14,7 +14,8 @@ import pytest
 
 from vm.errors import Busy, CircuitOpen, Closed, Timeout
 from vm.execution.breaker import BreakerConfig, Breakers
-from vm.execution.scheduler import CORE, LOW, NORMAL, Scheduler, Task
+from vm.execution.scheduler import Scheduler
+from vm.execution.tasks import CORE, LOW, NORMAL, Task
 
 WAIT = 10.0  # generous upper bound for anything that must happen; never an assertion about speed
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from vm.bundle.triggers import TriggerIndex, parse_bundle, parse_priority
+from vm.bundle.triggers import parse_bundle, parse_priority
 from vm.errors import BadInput
+from vm.execution.triggers import TriggerIndex
 
 ENTRIES = ("rank", "features", "warm")
 

@@ -9,8 +9,7 @@ import pytest
 
 import stdlib_slim
 from vm.errors import PolicyError
-from vm.policy import opcodes
-from vm.policy import rules as policy
+from vm.policy import opcodes, rules
 from vm.policy.verifier import verify_module_code
 from vm.tools.source_policy import check_source
 
@@ -32,7 +31,7 @@ def code_problems(text: str) -> list[str]:
 
 
 def test_slim_module_list_matches_the_library() -> None:
-    assert policy.SLIM_MODULES == stdlib_slim.MODULES
+    assert rules.SLIM_MODULES == stdlib_slim.MODULES
 
 
 ACCEPTED = [
@@ -127,7 +126,7 @@ def test_module_name_may_only_be_set_by_the_compiler() -> None:
 @pytest.mark.parametrize("name", ["_x", "__class__", "__init__", "__name__", "gi_frame", "format", "mro",
                                   "tofile", "plain", "__eq__", "__globals__"])
 def test_attribute_rules(name: str) -> None:
-    read, store = policy.attribute_problem(name), policy.attribute_problem(name, store=True)
+    read, store = rules.attribute_problem(name), rules.attribute_problem(name, store=True)
     if name in ("plain", "format"):
         assert read is None and store is None
     elif name in ("__init__", "__name__", "__eq__"):

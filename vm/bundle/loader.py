@@ -4,8 +4,11 @@
 not pass all of them: split the container → verify the Ed25519 signature over prefix, header and
 ciphertext with a pinned key → parse the header → open the sealed content key and decrypt the
 payload (the header is the associated data) → gate on format version, ``min_runtime`` and this
-interpreter's bytecode magic → unmarshal → verify every code object. Decrypted code and models
-stay in memory.
+interpreter's bytecode magic → validate the manifest (entries, models, triggers and tasks: the same
+rules as ``edgevm pack``) → unmarshal → verify every code object. Decrypted code and models stay in
+memory. ``check_version`` is the last gate, the downgrade check: the runtime calls it in the same
+critical section that installs the bundle, so two concurrent loads cannot both pass it against a
+stale view.
 """
 from __future__ import annotations
 
@@ -16,16 +19,17 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import nacl.bindings
 import nacl.exceptions
 from nacl.public import SealedBox
 
 import vm
+from vm import wire
 from vm.bundle import format as bundle_format
+from vm.bundle import manifest as manifest_rules
 from vm.bundle.keys import DeviceKeys
 from vm.bundle.versions import parse_version
-from vm.errors import BadInput, DecryptError, IncompatibleError, SignatureError
+from vm.errors import BadInput, DecryptError, Downgrade, IncompatibleError, SignatureError
 from vm.policy.verifier import verify_module_code
 
 RUNTIME_VERSION = parse_version(vm.__version__)
@@ -51,11 +55,12 @@ class TrustedBundle:
     """A verified, decrypted, gated bundle whose code passed the bytecode check."""
 
     header: Header
-    manifest: dict[str, Any]
+    manifest: manifest_rules.Manifest
     codes: dict[str, types.CodeType]
+    blobs: dict[str, bytes] = field(repr=False)  # the marshalled form of ``codes``, for worker processes
     packages: frozenset[str]
     files: frozenset[str]
-    models: dict[str, bytes]
+    models: dict[str, bytes] = field(repr=False)
 
     @property
     def name(self) -> str:
@@ -64,13 +69,6 @@ class TrustedBundle:
     @property
     def version(self) -> str:
         return self.header.version
-
-
-def _unpack(data: bytes, what: str, error: type = BadInput) -> Any:
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        raise error(f"{what} is not valid msgpack ({type(exc).__name__})") from None
 
 
 def verify(raw: bundle_format.RawBundle, device: DeviceKeys) -> Header:
@@ -83,7 +81,7 @@ def verify(raw: bundle_format.RawBundle, device: DeviceKeys) -> Header:
         key.verify(raw.signed, raw.signature)
     except nacl.exceptions.BadSignatureError:
         raise SignatureError("bundle signature does not verify: the bundle was modified or corrupted") from None
-    doc = _unpack(raw.header, "bundle header")
+    doc = wire.decode(raw.header, what="bundle header")
     try:
         header = Header(
             name=str(doc["name"]), version=str(doc["version"]), created=int(doc["created"]),
@@ -111,7 +109,7 @@ def decrypt(raw: bundle_format.RawBundle, header: Header, device: DeviceKeys) ->
                                                                           header.nonce, content_key)
     except nacl.exceptions.CryptoError:
         raise DecryptError("bundle payload does not decrypt with this device's key") from None
-    doc = _unpack(payload, "bundle payload")
+    doc = wire.decode(payload, what="bundle payload")
     if not isinstance(doc, dict) or not isinstance(doc.get("manifest"), dict) or not isinstance(
             doc.get("code"), dict):
         raise BadInput("bundle payload lacks its manifest or code")
@@ -140,12 +138,21 @@ def open_bundle(data: bytes, device: DeviceKeys, *, max_size: int) -> TrustedBun
     header = verify(raw, device)
     payload = decrypt(raw, header, device)
     blobs = gate(header, payload)
-    manifest = payload["manifest"]
-    module_info = manifest.get("modules")
+    manifest = manifest_rules.validate(payload["manifest"], where=f"bundle {header.name} {header.version}: manifest",
+                                       packed=True)
+    if (manifest.name, manifest.version) != (header.name, header.version):
+        raise BadInput(f"bundle header says {header.name} {header.version}, its manifest "
+                       f"{manifest.name} {manifest.version}")
+    module_info = manifest.doc.get("modules")
     if not isinstance(module_info, dict) or set(module_info) != set(blobs):
         raise BadInput("bundle manifest and code disagree on the modules")
+    if not all(isinstance(info, dict) for info in module_info.values()):
+        raise BadInput("bundle manifest describes a module with something other than an object")
     files = {name: str(info.get("file")) for name, info in module_info.items()}
     packages = frozenset(name for name, info in module_info.items() if info.get("package"))
+    for business, spec in manifest.entries.items():
+        if spec.partition(":")[0] not in blobs:
+            raise BadInput(f"entry {business!r} names module {spec.partition(':')[0]!r}, which the bundle lacks")
     bundle_modules = frozenset(blobs)
     codes: dict[str, types.CodeType] = {}
     for name, blob in blobs.items():
@@ -160,8 +167,19 @@ def open_bundle(data: bytes, device: DeviceKeys, *, max_size: int) -> TrustedBun
     models = payload.get("models") or {}
     if not isinstance(models, dict) or not all(isinstance(v, bytes) for v in models.values()):
         raise BadInput("bundle models must map names to bytes")
-    return TrustedBundle(header=header, manifest=manifest, codes=codes, packages=packages,
+    if set(models) != set(manifest.models):
+        raise BadInput("bundle manifest and payload disagree on the models")
+    return TrustedBundle(header=header, manifest=manifest, codes=codes, blobs=dict(blobs), packages=packages,
                          files=frozenset(files.values()), models=models)
+
+
+def check_version(bundle: TrustedBundle, installed: str | None, *, allow_downgrade: bool) -> None:
+    """The downgrade gate: refuse a bundle older than the ``installed`` version of the same name."""
+    if installed is None or allow_downgrade:
+        return
+    if parse_version(bundle.version) < parse_version(installed):
+        raise Downgrade(f"bundle {bundle.name} {bundle.version} is older than the loaded {installed}; "
+                        f"refusing to downgrade")
 
 
 def read_header(data: bytes, device: DeviceKeys | None, *, max_size: int) -> dict[str, Any]:
@@ -173,7 +191,7 @@ def read_header(data: bytes, device: DeviceKeys | None, *, max_size: int) -> dic
                             "header_bytes": len(raw.header), "ciphertext_bytes": len(raw.ciphertext)}
     if device is None:
         info["signature"] = "not checked (no keys given)"
-        doc = _unpack(raw.header, "bundle header")
+        doc = wire.decode(raw.header, what="bundle header")
         info["header_unverified"] = {k: v for k, v in doc.items() if k not in ("nonce", "sealed_key")} \
             if isinstance(doc, dict) else None
         return info

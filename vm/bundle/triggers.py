@@ -1,4 +1,5 @@
-"""Event triggers: which tracked events create which tasks of which bundle.
+"""A bundle's trigger and task config: which tracked events create which tasks (validated at pack
+and, behind the loader's gate, at load; ``vm.execution.triggers`` matches events against it).
 
 A bundle's ``bundle.json`` carries the trigger config in the shape of JD's end-side container::
 
@@ -12,12 +13,6 @@ A bundle's ``bundle.json`` carries the trigger config in the shape of JD's end-s
 code of the bundle is an infer task of that entry, ``PreloadTask`` warms the bundle's models, and
 ``InferTask``/``CalcTask`` run the bundle's only entry. A task's ``after`` tasks run before it in the
 same chain (a DAG); ``uses`` names calc tasks whose latest kept result it reads without running them.
-
-A tracked event ``{"type": "mta", "pageId": P, "clickId": C, ...}`` is a click; without ``clickId``
-(or with ``"pv": true``) it is a page view of ``P``. A click matches the rules of its (type, page)
-that list ``C``; a page view matches the rules of its (type, page) with ``needPv``. A rule without
-``pageId`` matches that click (or any page view, with ``needPv``) on every page. Matching is two
-dictionary look-ups per event, whatever the number of rules.
 """
 from __future__ import annotations
 
@@ -30,7 +25,8 @@ from vm.errors import BadInput
 KINDS = {"infer": "infer", "infertask": "infer", "calc": "calc", "calctask": "calc",
          "preload": "preload", "preloadtask": "preload"}
 DEFAULT_PRIORITY = {"infer": 1, "calc": 1, "preload": 2}
-PRIORITIES = {"core": 0, "normal": 1, "low": 2}
+QUEUES = ("core", "normal", "low")  # the scheduler's three queues, highest priority first
+PRIORITIES = {name: level for level, name in enumerate(QUEUES)}
 ANY_PAGE = None
 
 
@@ -224,49 +220,3 @@ def parse_bundle(manifest: Mapping[str, Any], entries: Iterable[str]) -> BundleT
     for name in list(tasks):
         visit(name, ())
     return BundleTriggers(tasks=tasks, rules=tuple(rules))
-
-
-class TriggerIndex:
-    """Rules of every loaded bundle, indexed by (type, page, click) and (type, page) for page views."""
-
-    def __init__(self, bundles: Iterable[tuple[str, BundleTriggers]] = ()) -> None:
-        self._clicks: dict[tuple[str, str | None, str], list[tuple[str, str]]] = {}
-        self._views: dict[tuple[str, str | None], list[tuple[str, str]]] = {}
-        self.rules = 0
-        for bundle, cfg in bundles:
-            for rule in cfg.rules:
-                self.rules += 1
-                target = (bundle, rule.task)
-                for click in rule.click_ids:
-                    self._add(self._clicks.setdefault((rule.type, rule.page_id, click), []), target)
-                if rule.need_pv:
-                    self._add(self._views.setdefault((rule.type, rule.page_id), []), target)
-
-    @staticmethod
-    def _add(targets: list[tuple[str, str]], target: tuple[str, str]) -> None:
-        if target not in targets:
-            targets.append(target)
-
-    def match(self, event: Mapping[str, Any]) -> list[tuple[str, str]]:
-        """The (bundle, task name) pairs ``event`` triggers, each once, in config order."""
-        etype = event.get("type")
-        if not isinstance(etype, str):
-            raise BadInput(f"an event needs a string 'type', got {etype!r}")
-        page = event.get("pageId")
-        if page is not None and not isinstance(page, str):
-            raise BadInput(f"an event's 'pageId' must be a string, got {page!r}")
-        click = event.get("clickId")
-        if click is not None and not isinstance(click, str):
-            raise BadInput(f"an event's 'clickId' must be a string, got {click!r}")
-        if click is None or event.get("pv") is True:
-            found = [*self._views.get((etype, page), ()), *self._views.get((etype, ANY_PAGE), ())] \
-                if page is not None else list(self._views.get((etype, ANY_PAGE), ()))
-        else:
-            found = []
-        if click is not None:
-            if page is not None:
-                found += self._clicks.get((etype, page, click), ())
-            found += self._clicks.get((etype, ANY_PAGE, click), ())
-        if len(found) < 2:
-            return found
-        return list(dict.fromkeys(found))

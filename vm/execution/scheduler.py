@@ -40,97 +40,40 @@ chain). They must be quick; an exception in one is logged and ignored.
 """
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from vm.errors import BadInput, Busy, CircuitOpen, Closed, EdgeError, NotFound, Timeout
-from vm.execution.breaker import Breaker, Breakers
+from vm.execution.breaker import Breakers
+from vm.execution.deadlines import DeadlineTimer
 from vm.execution.executor import execute
 from vm.execution.metrics import Metrics
+from vm.execution.tasks import (
+    CORE,
+    LOW,
+    QUEUE_NAMES,
+    QUEUED,
+    RUNNING,
+    SETTLED,
+    WAITING,
+    Chain,
+    Task,
+    check_dag,
+)
 from vm.execution.watchdog import Watchdog
 from vm.guard.context import CallContext
 
 log = logging.getLogger("edgevm.scheduler")
 
-CORE, NORMAL, LOW = 0, 1, 2
-QUEUE_NAMES = ("core", "normal", "low")
-WAITING, QUEUED, RUNNING, SETTLED = range(4)
 _INF = float("inf")
 # Errors that say nothing about the entry's health: they never move a circuit breaker.
 _NOT_THE_ENTRYS_FAULT = (BadInput, NotFound, Busy, Closed, CircuitOpen)
-
-
-class Task:
-    """One unit of work: ``fn(*args)`` on a worker of queue ``priority`` before its deadline."""
-
-    __slots__ = ("id", "name", "kind", "entry", "label", "priority", "fn", "args", "budget_s", "hard_deadline",
-                 "deadline", "memory_limit", "breaker", "permit", "deps", "dependents", "pending", "chain",
-                 "on_done", "info", "state", "ran", "cancelled", "result", "error", "ready_at", "started",
-                 "finished", "timed", "tkey", "_once", "_event")
-
-    def __init__(self, fn: Callable[..., Any], *args: Any, kind: str = "task", entry: str = "", name: str = "",
-                 label: str = "", priority: int = NORMAL, budget_s: float | None = None,
-                 deadline: float | None = None, memory_limit: int | None = None, breaker: Breaker | None = None,
-                 deps: Sequence[Task] = (), on_done: Callable[[Task], None] | None = None,
-                 info: Any = None) -> None:
-        if budget_s is None and deadline is None:
-            raise ValueError("a task needs a budget or a deadline")
-        if priority not in (CORE, NORMAL, LOW):
-            raise ValueError(f"bad priority {priority!r}")
-        self.id = 0
-        self.fn, self.args = fn, args
-        self.kind, self.entry, self.name = kind, entry, name
-        self.label = label or name or f"{kind} {entry}".strip()
-        self.priority = priority
-        self.budget_s, self.hard_deadline = budget_s, deadline
-        self.deadline = _INF
-        self.memory_limit = memory_limit
-        self.breaker, self.permit = breaker, 0
-        self.deps: tuple[Task, ...] = tuple(deps)
-        self.dependents: list[Task] = []
-        self.pending = 0
-        self.chain: Chain | None = None
-        self.on_done, self.info = on_done, info
-        self.state = WAITING
-        self.ran = False
-        self.cancelled = False
-        self.result: Any = None
-        self.error: EdgeError | None = None
-        self.ready_at = self.started = self.finished = 0.0
-        self.timed = True  # the deadline thread ends it at its deadline (``call`` waits itself)
-        self.tkey: int | None = None
-        self._once = threading.Lock()
-        self._event: threading.Event | None = None
-
-    @property
-    def status(self) -> int:
-        """0 when it succeeded, else the error code."""
-        return 0 if self.error is None else self.error.code
-
-    def __repr__(self) -> str:
-        return f"<Task {self.id} {self.label} {QUEUE_NAMES[self.priority]} state={self.state}>"
-
-
-class Chain:
-    """Tasks submitted together with dependencies between them; one deadline for all."""
-
-    __slots__ = ("id", "tasks", "deadline", "left", "stopped", "state", "tkey")
-
-    def __init__(self, ident: int, tasks: list[Task], deadline: float) -> None:
-        self.id = ident
-        self.tasks = tasks
-        self.deadline = deadline
-        self.left = len(tasks)
-        self.stopped = False
-        self.state = WAITING
-        self.tkey: int | None = None
 
 
 class _Worker:
@@ -169,87 +112,6 @@ class _Worker:
                 since = time.monotonic()
         if self.retired:
             sched._lingering_exit(self)
-
-
-class _DeadlineTimer:
-    """One thread that settles tasks and chains whose deadline passed (it never runs user code).
-
-    Items sit in 1 ms buckets and leave theirs when they settle, so the timer holds only live items
-    (memory stays bounded by the queues) and has nothing to clean up; a bucket fires at its end,
-    at most ``tick_s`` after the deadlines in it."""
-
-    def __init__(self, fire: Callable[[Any], None], tick_s: float = 0.001) -> None:
-        self._fire = fire
-        self._tick = tick_s
-        self._buckets: dict[int, dict[int, Any]] = {}
-        self._keys: list[int] = []  # heap of bucket keys (keys of emptied buckets linger until due)
-        self._cv = threading.Condition(threading.Lock())
-        self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="edgevm-deadlines", daemon=True)
-        self._thread.start()
-
-    def add(self, when: float, item: Task | Chain) -> None:
-        key = int(when / self._tick)
-        with self._cv:
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                bucket = self._buckets[key] = {}
-                keys = self._keys
-                heapq.heappush(keys, key)
-                if keys[0] == key:
-                    self._cv.notify()
-                if len(keys) > 2 * len(self._buckets) + 1024:
-                    self._keys = keys = [k for k in keys if k in self._buckets]
-                    heapq.heapify(keys)
-            bucket[item.id] = item
-            item.tkey = key
-
-    def remove(self, item: Task | Chain) -> None:
-        key = item.tkey
-        if key is None:
-            return
-        item.tkey = None
-        with self._cv:
-            bucket = self._buckets.get(key)
-            if bucket is not None:
-                bucket.pop(item.id, None)
-                if not bucket:
-                    del self._buckets[key]
-
-    def __len__(self) -> int:
-        return sum(len(b) for b in self._buckets.values())
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify()
-        self._thread.join(1.0)
-
-    def _loop(self) -> None:
-        cv = self._cv
-        while True:
-            with cv:
-                while not self._closed:
-                    keys = self._keys
-                    while keys and keys[0] not in self._buckets:
-                        heapq.heappop(keys)
-                    if not keys:
-                        cv.wait()
-                        continue
-                    wait = (keys[0] + 1) * self._tick - time.monotonic()
-                    if wait <= 0:
-                        break
-                    cv.wait(wait)
-                if self._closed:
-                    return
-                due = list(self._buckets.pop(heapq.heappop(self._keys)).values())
-            for item in due:
-                item.tkey = None
-                if item.state != SETTLED:
-                    try:
-                        self._fire(item)
-                    except Exception:  # pragma: no cover - the timer must survive a bug
-                        log.exception("deadline handling failed")
 
 
 class Scheduler:
@@ -296,7 +158,7 @@ class Scheduler:
         self._delivery: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._deliverer = threading.Thread(target=self._deliver_loop, name="edgevm-callbacks", daemon=True)
         self._deliverer.start()
-        self._timer = _DeadlineTimer(self._expire)
+        self._timer = DeadlineTimer(self._expire)
         self.watchdog = Watchdog(grace_s=grace_s, on_stuck=self._on_stuck)
         with self._lock:
             for level, n in enumerate(self.sizes):
@@ -316,7 +178,7 @@ class Scheduler:
         if not batch:
             return []
         if len(batch) > 1 or batch[0].deps:
-            _check_dag(batch)
+            check_dag(batch)
         need = [0, 0, 0]
         for t in batch:
             need[t.priority] += 1
@@ -707,29 +569,3 @@ class Scheduler:
         for t in threads:
             t.join(max(0.0, end - time.monotonic()))
         self.watchdog.close()
-
-
-def _check_dag(batch: list[Task]) -> None:
-    """Every dependency is in the batch and there is no cycle."""
-    members = {id(t) for t in batch}
-    indegree = {id(t): len(t.deps) for t in batch}
-    users: dict[int, list[Task]] = {}
-    for t in batch:
-        if t.state != WAITING or t.id:
-            raise BadInput(f"task {t.label} was already submitted")
-        for d in t.deps:
-            if id(d) not in members:
-                raise BadInput(f"task {t.label} depends on {d.label}, which is not in the same submission")
-            users.setdefault(id(d), []).append(t)
-    ready = [t for t in batch if not t.deps]
-    seen = 0
-    while ready:
-        t = ready.pop()
-        seen += 1
-        for u in users.get(id(t), ()):
-            indegree[id(u)] -= 1
-            if not indegree[id(u)]:
-                ready.append(u)
-    if seen != len(batch):
-        raise BadInput("task dependencies form a cycle")
-

@@ -54,17 +54,17 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from vm.bundle import keys, loader
-    from vm.host.runtime import DEFAULTS
+    from vm.host.config import default
 
     data = Path(args.bundle).read_bytes()
     device = keys.load_device(args.keys) if args.keys else None
-    info = loader.read_header(data, device, max_size=DEFAULTS["max_bundle_bytes"])
+    max_size = default("max_bundle_bytes")
+    info = loader.read_header(data, device, max_size=max_size)
     if device is not None:
-        bundle = loader.open_bundle(data, device, max_size=DEFAULTS["max_bundle_bytes"])
-        manifest = {k: v for k, v in bundle.manifest.items()}
-        info["manifest"] = manifest
+        bundle = loader.open_bundle(data, device, max_size=max_size)
+        info["manifest"] = dict(bundle.manifest.doc)
         info["contents"] = {
-            "modules": {name: {"file": bundle.manifest["modules"][name]["file"],
+            "modules": {name: {"file": bundle.manifest.doc["modules"][name]["file"],
                                "code_objects": _count_code(code)} for name, code in sorted(bundle.codes.items())},
             "models": {name: {"bytes": len(data)} for name, data in sorted(bundle.models.items())},
             "bytecode_check": "passed",
@@ -72,8 +72,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if bundle.models:
             from vm.ml import models
 
-            profile = models.DeviceProfile.from_config(None)
-            for name, session in models.load_models(bundle.models, profile).items():
+            for name, session in models.load_models(bundle.models).items():
                 signature = session.signature()
                 info["contents"]["models"][name].update(inputs=signature["inputs"], outputs=signature["outputs"])
     _print_json(info)

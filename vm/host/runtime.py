@@ -5,189 +5,109 @@
     rt.infer("home", "rank", {"events": [...], "candidates": [...]})
     rt.close()
 
-Inputs and results cross the boundary as msgpack (the C API's wire format); the Python API packs
-and unpacks around the same path, so both see identical values and errors. Every call is a task
-on one of three priority queues (``vm.execution.scheduler``: deadlines, circuit breakers, metrics); tracked
-events start the tasks a bundle's triggers configure (``vm.bundle.triggers``, docs/scheduler.md). Every
+The facade over the subsystems: the loader (``vm.bundle.loader``) turns bundle bytes into a trusted
+bundle, a ``BundleInstance`` (``vm.sandbox.instance``) makes it runnable, and every call is a task on
+one of three priority queues (``vm.execution.scheduler``: deadlines, circuit breakers, metrics);
+tracked events start the tasks a bundle's triggers configure (``vm.execution.triggers``,
+docs/scheduler.md). Inputs and results cross as msgpack (``vm.wire``, the C API's wire format); the
+Python API packs and unpacks around the same path, so both see identical values and errors. Every
 failure is an ``EdgeError`` with a stable code.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
-from vm.bundle import keys, loader, triggers
-from vm.bundle.versions import parse_version
-from vm.errors import (
-    BadInput,
-    Busy,
-    CircuitOpen,
-    Closed,
-    Downgrade,
-    EdgeError,
-    NotFound,
-    PolicyError,
-    ResourceExhausted,
-    ScriptError,
-)
+from vm import wire
+from vm.bundle import loader
+from vm.bundle.triggers import BundleTriggers, parse_priority
+from vm.errors import BadInput, Busy, CircuitOpen, Closed, NotFound
 from vm.execution.breaker import BreakerConfig, Breakers
-from vm.execution.scheduler import CORE, Scheduler, Task
+from vm.execution.scheduler import CORE, Scheduler
+from vm.execution.tasks import Task
+from vm.execution.triggers import TriggerIndex
 from vm.guard import _guard
-from vm.guard.context import ScriptTimeout
-from vm.sandbox import edge as edge_api
-from vm.sandbox.sandbox import PolicyViolation, Sandbox, bundle_frames, prepare_thread
+from vm.host.config import Config
+from vm.sandbox.instance import BundleInstance
 
 log = logging.getLogger("edgevm")
-
-DEFAULTS: dict[str, Any] = {
-    "deadline_ms": 50,
-    "load_deadline_ms": 5000,
-    "workers": 2,
-    "memory_limit_mb": 256,
-    "max_bundle_bytes": 64 << 20,
-    "max_input_bytes": 16 << 20,
-    "grace_ms": 50,
-    "max_stuck_workers": 4,
-    "queue_size": 1024,
-    "normal_workers": 1,
-    "low_workers": 1,
-    "breaker_failures": 5,
-    "breaker_cooldown_ms": 30_000,
-    "breaker_probes": 1,
-    "starvation_yields": 8,
-    "yield_ms": 5,
-    "gil_slice_us": 0,
-    "calc_store_size": 256,
-    "close_timeout_ms": 1000,
-    "allow_downgrade": False,
-    "memory_guard": True,
-}
-MAX_MESSAGE = 2000
-
-
-def _int_option(config: dict, name: str, lo: int, hi: int) -> int:
-    value = config.get(name, DEFAULTS[name])
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise BadInput(f"config {name!r} must be a number in [{lo}, {hi}], got {value!r}")
-    return int(value)
 
 
 def _memory_guard_supported() -> bool:
     # The allocator hook measures blocks with malloc_usable_size(); the debug allocator wraps them.
-    return os.environ.get("PYTHONMALLOC", "") in ("", "malloc", "pymalloc") and not hasattr(
-        __import__("sys"), "gettotalrefcount")
+    return os.environ.get("PYTHONMALLOC", "") in ("", "malloc", "pymalloc") and not hasattr(sys, "gettotalrefcount")
 
 
 @dataclass
 class _Loaded:
     bundle: loader.TrustedBundle
-    sandbox: Sandbox
-    entries: dict[str, Callable[..., Any]]
-    sessions: dict[str, Any]
+    instance: BundleInstance
     routes: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Runtime:
     """An edgevm runtime: thread-safe; every method may be called from any thread."""
 
-    def __init__(self, config: dict | None = None) -> None:
-        config = dict(config or {})
-        unknown = set(config) - set(DEFAULTS) - {"keys", "device_profile", "data_dir", "log"}
-        if unknown:
-            raise BadInput(f"unknown config option(s): {', '.join(sorted(unknown))}")
-        if "keys" not in config:
-            raise BadInput("config needs 'keys': a keygen directory, a device.json path, bytes or a dict")
-        self._keys = keys.load_device(config["keys"])
-        self.deadline_ms = _int_option(config, "deadline_ms", 1, 3_600_000)
-        self.load_deadline_ms = _int_option(config, "load_deadline_ms", 1, 3_600_000)
-        self.memory_limit = _int_option(config, "memory_limit_mb", 1, 1 << 20) << 20
-        self.max_bundle_bytes = _int_option(config, "max_bundle_bytes", 1024, 1 << 34)
-        self.max_input_bytes = _int_option(config, "max_input_bytes", 16, 1 << 32)
-        self.allow_downgrade = bool(config.get("allow_downgrade", False))
-        self.data_dir = config.get("data_dir")
-        self._profile_config = config.get("device_profile")
-        self._script_log: Callable[[str, str], None] = config.get("log") or (
-            lambda bundle, line: logging.getLogger(f"edgevm.script.{bundle}").info("%s", line))
-        if config.get("memory_guard", True) and _memory_guard_supported():
+    def __init__(self, config: Mapping[str, Any] | Config | None = None) -> None:
+        cfg = config if isinstance(config, Config) else Config.from_dict(config)
+        self.config = cfg
+        self._memory_limit = cfg.memory_limit if cfg.memory_guard and _memory_guard_supported() else 0
+        if self._memory_limit:
             _guard.memory_install()
-        else:
-            self.memory_limit = 0
-        yield_ms = _int_option(config, "yield_ms", 0, 60_000)
-        gil_slice_us = _int_option(config, "gil_slice_us", -1, 10_000_000)
+        self._script_log: Callable[[str, str], None] = cfg.log or (
+            lambda bundle, line: logging.getLogger(f"edgevm.script.{bundle}").info("%s", line))
         self._sched = Scheduler(
-            workers=(_int_option(config, "workers", 1, 64), _int_option(config, "normal_workers", 1, 64),
-                     _int_option(config, "low_workers", 1, 64)),
-            queue_size=_int_option(config, "queue_size", 1, 1 << 20),
-            grace_s=_int_option(config, "grace_ms", 1, 60_000) / 1000,
-            max_stuck=_int_option(config, "max_stuck_workers", 0, 64),
-            breakers=Breakers(BreakerConfig(
-                failures=_int_option(config, "breaker_failures", 1, 1 << 30),
-                cooldown_s=_int_option(config, "breaker_cooldown_ms", 0, 86_400_000) / 1000,
-                probes=_int_option(config, "breaker_probes", 1, 1 << 20))),
-            starvation_yields=_int_option(config, "starvation_yields", 1, 1 << 20),
-            yield_s=yield_ms / 1000, yield_to_higher=yield_ms > 0,
-            gil_slice_s=None if gil_slice_us < 0 else gil_slice_us / 1e6)
-        self._close_timeout = _int_option(config, "close_timeout_ms", 0, 600_000) / 1000
-        self._kept_max = _int_option(config, "calc_store_size", 1, 1 << 20)
+            workers=(cfg.workers, cfg.normal_workers, cfg.low_workers), queue_size=cfg.queue_size,
+            grace_s=cfg.grace_ms / 1000, max_stuck=cfg.max_stuck_workers,
+            breakers=Breakers(BreakerConfig(failures=cfg.breaker_failures,
+                                            cooldown_s=cfg.breaker_cooldown_ms / 1000,
+                                            probes=cfg.breaker_probes)),
+            starvation_yields=cfg.starvation_yields, yield_s=cfg.yield_ms / 1000, yield_to_higher=cfg.yield_ms > 0,
+            gil_slice_s=None if cfg.gil_slice_us < 0 else cfg.gil_slice_us / 1e6)
         self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._kept_lock = threading.Lock()
         self._listener: Callable[[dict[str, Any]], None] | None = None
-        self._trigger_cache: tuple[tuple[_Loaded, ...], triggers.TriggerIndex,
-                                   dict[str, tuple[_Loaded, triggers.BundleTriggers]]] | None = None
-        self._trigger_errors: dict[str, str] = {}
+        self._trigger_cache: tuple[tuple[_Loaded, ...], TriggerIndex] | None = None
         self._lock = threading.Lock()
         self._bundles: dict[str, _Loaded] = {}
-        self._routes: dict[tuple[str, str], tuple[_Loaded, Callable[..., Any]]] = {}
+        self._routes: dict[tuple[str, str], tuple[_Loaded, str]] = {}
         self._closed = False
+
+    # the limits the C API enforces before a call reaches Python
+    deadline_ms = property(lambda self: self.config.deadline_ms)
+    max_input_bytes = property(lambda self: self.config.max_input_bytes)
+    max_bundle_bytes = property(lambda self: self.config.max_bundle_bytes)
 
     # -- loading -----------------------------------------------------------------------------
     def load(self, source: str | os.PathLike | bytes, *, allow_downgrade: bool | None = None) -> dict[str, Any]:
         """Verify, decrypt, gate and load a bundle (a path or its bytes); its entries replace
         those of an older version of the same bundle atomically."""
         self._check_open()
-        if isinstance(source, (str, os.PathLike)):
-            path = Path(source)
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise NotFound(f"bundle file {path} not found") from None
-            if size > self.max_bundle_bytes:
-                raise BadInput(f"bundle of {size} bytes exceeds the limit of {self.max_bundle_bytes} bytes")
-            data = path.read_bytes()
-        elif isinstance(source, (bytes, bytearray, memoryview)):
-            data = bytes(source)
-        else:
-            raise BadInput(f"load() takes a path or bytes, not {type(source).__name__}")
-        bundle = loader.open_bundle(data, self._keys, max_size=self.max_bundle_bytes)
-        self._check_version(bundle, self.allow_downgrade if allow_downgrade is None else allow_downgrade)
-        triggers.parse_bundle(bundle.manifest, bundle.manifest["entries"])  # a bad configuration fails the load
-        sessions = self._load_models(bundle)
+        data = self._read(source)
+        bundle = loader.open_bundle(data, self.config.keys, max_size=self.config.max_bundle_bytes)
+        downgrade_ok = self.config.allow_downgrade if allow_downgrade is None else allow_downgrade
+        self._check_version(bundle, downgrade_ok)  # fail fast, before models and scripts load
         name = bundle.name
-        sandbox = Sandbox(
-            bundle.codes, bundle.packages,
-            edge=lambda: edge_api.build(bundle_name=name, bundle_version=bundle.version, sessions=sessions,
-                                        log=lambda line: self._script_log(name, line)),
-            log=lambda line: self._script_log(name, line))
-        manifest = bundle.manifest
-        entries: dict[str, Callable[..., Any]] = {}
-        deadline = time.monotonic() + self.load_deadline_ms / 1000
-        for business, spec in manifest["entries"].items():
-            entries[str(business)] = self._call(sandbox.entry, spec, deadline=deadline, bundle=bundle,
-                                                label=f"loading {name} ({spec})")
-        loaded = _Loaded(bundle=bundle, sandbox=sandbox, entries=entries, sessions=sessions)
-        system = str(manifest["system"])
+        instance = BundleInstance(bundle, self._load_models(bundle), log=lambda line: self._script_log(name, line))
+        deadline = time.monotonic() + self.config.load_deadline_ms / 1000
+        for business, spec in bundle.manifest.entries.items():
+            self._sched.call(Task(instance.resolve, business, kind="load", entry=name,
+                                  label=f"loading {name} ({spec})", priority=CORE, deadline=deadline,
+                                  memory_limit=self._memory_limit or None))
+        loaded = _Loaded(bundle=bundle, instance=instance)
+        system = bundle.manifest.system
         with self._lock:
             self._check_open()
-            for business in entries:
+            self._check_version(bundle, downgrade_ok, locked=True)
+            for business in bundle.manifest.entries:
                 owner = self._routes.get((system, business))
                 if owner is not None and owner[0].bundle.name != name:
                     raise BadInput(f"{system}/{business} is already served by bundle {owner[0].bundle.name}")
@@ -195,30 +115,42 @@ class Runtime:
             if old is not None:
                 for route in old.routes:
                     self._routes.pop(route, None)
-            for business, fn in entries.items():
-                self._routes[(system, business)] = (loaded, fn)
+            for business in bundle.manifest.entries:
+                self._routes[(system, business)] = (loaded, business)
                 loaded.routes.append((system, business))
             self._bundles[name] = loaded
         log.info("loaded bundle %s %s (%d modules, %d models)", name, bundle.version, len(bundle.codes),
-                 len(sessions))
+                 len(instance.sessions))
         return self._info(loaded)
 
-    def _check_version(self, bundle: loader.TrustedBundle, allow_downgrade: bool) -> None:
-        with self._lock:
+    def _read(self, source: str | os.PathLike | bytes) -> bytes:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return bytes(source)
+        if not isinstance(source, (str, os.PathLike)):
+            raise BadInput(f"load() takes a path or bytes, not {type(source).__name__}")
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"bundle file {path} not found") from None
+        if size > self.config.max_bundle_bytes:
+            raise BadInput(f"bundle of {size} bytes exceeds the limit of {self.config.max_bundle_bytes} bytes")
+        return path.read_bytes()
+
+    def _check_version(self, bundle: loader.TrustedBundle, allow_downgrade: bool, *, locked: bool = False) -> None:
+        if locked:
             current = self._bundles.get(bundle.name)
-        if current is None or allow_downgrade:
-            return
-        if parse_version(bundle.version) < parse_version(current.bundle.version):
-            raise Downgrade(f"bundle {bundle.name} {bundle.version} is older than the loaded "
-                            f"{current.bundle.version}; refusing to downgrade")
+        else:
+            with self._lock:
+                current = self._bundles.get(bundle.name)
+        loader.check_version(bundle, current.bundle.version if current else None, allow_downgrade=allow_downgrade)
 
     def _load_models(self, bundle: loader.TrustedBundle) -> dict[str, Any]:
         if not bundle.models:
             return {}
         from vm.ml import models
 
-        profile = models.DeviceProfile.from_config(self._profile_config)
-        return models.load_models(bundle.models, profile)
+        return models.load_models(bundle.models, self.config.device_profile)
 
     def unload(self, name: str) -> None:
         """Remove a bundle and its routes."""
@@ -236,21 +168,17 @@ class Runtime:
     @staticmethod
     def _info(loaded: _Loaded) -> dict[str, Any]:
         b = loaded.bundle
-        return {"name": b.name, "version": b.version, "system": b.manifest["system"],
-                "entries": sorted(loaded.entries), "models": sorted(loaded.sessions),
+        return {"name": b.name, "version": b.version, "system": b.manifest.system,
+                "entries": sorted(b.manifest.entries), "models": sorted(loaded.instance.sessions),
                 "modules": sorted(b.codes), "sign_key_id": b.header.sign_key_id}
 
     # -- running -----------------------------------------------------------------------------
     def infer(self, system: str, business: str, inputs: Any, *, deadline_ms: float | None = None,
               priority: str | int = "core") -> Any:
         """Run the entry for ``system``/``business`` on ``inputs`` (msgpack-serialisable data)."""
-        try:
-            payload = msgpack.packb(inputs, use_bin_type=True)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise BadInput(f"inputs are not msgpack-serialisable: {exc}") from None
-        return msgpack.unpackb(self.infer_msgpack(system, business, payload, deadline_ms=deadline_ms,
-                                                  priority=priority),
-                               raw=False, strict_map_key=False)
+        payload = wire.encode(inputs, what="the inputs")
+        result = self.infer_msgpack(system, business, payload, deadline_ms=deadline_ms, priority=priority)
+        return wire.decode(result, what="the result")
 
     def infer_msgpack(self, system: str, business: str, payload: bytes, *,
                       deadline_ms: float | None = None, priority: str | int = "core") -> bytes:
@@ -277,27 +205,21 @@ class Runtime:
             raise BadInput("system and business codes must be strings")
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise BadInput("inputs must be msgpack bytes")
-        if len(payload) > self.max_input_bytes:
-            raise BadInput(f"inputs of {len(payload)} bytes exceed the limit of {self.max_input_bytes}")
+        if len(payload) > self.config.max_input_bytes:
+            raise BadInput(f"inputs of {len(payload)} bytes exceed the limit of {self.config.max_input_bytes}")
         route = self._routes.get((system, business))
         if route is None:
             raise NotFound(f"no entry for system {system!r}, business {business!r}")
-        loaded, fn = route
-        budget = self.deadline_ms if deadline_ms is None else deadline_ms
+        loaded, _ = route
+        budget = self.config.deadline_ms if deadline_ms is None else deadline_ms
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:
             raise BadInput("deadline_ms must be a positive number")
-        prio = triggers.parse_priority(priority)
         b = loaded.bundle
         label = f"{system}/{business}"
-        return Task(_in_sandbox, _invoke, b.files, fn, bytes(payload), kind="infer", entry=label, label=label,
-                    priority=prio, budget_s=budget / 1000, memory_limit=self.memory_limit or None,
+        return Task(loaded.instance.invoke, business, bytes(payload), kind="infer", entry=label, label=label,
+                    priority=parse_priority(priority), budget_s=budget / 1000,
+                    memory_limit=self._memory_limit or None,
                     breaker=self._sched.breakers.get(b.name, business, b.version))
-
-    def _call(self, fn: Callable[..., Any], *args: Any, deadline: float, bundle: loader.TrustedBundle,
-              label: str) -> Any:
-        return self._sched.call(Task(_in_sandbox, fn, bundle.files, *args, kind="load", entry=bundle.name,
-                                     label=label, priority=CORE, deadline=deadline,
-                                     memory_limit=self.memory_limit or None))
 
     # -- event triggers ----------------------------------------------------------------------
     def set_listener(self, callback: Callable[[dict[str, Any]], None] | None) -> None:
@@ -311,13 +233,9 @@ class Runtime:
         """``track`` with the event as msgpack bytes (what the C API calls)."""
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise BadInput("the event must be msgpack bytes")
-        if len(payload) > self.max_input_bytes:
-            raise BadInput(f"event of {len(payload)} bytes exceeds the limit of {self.max_input_bytes}")
-        try:
-            event = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        except (ValueError, msgpack.UnpackException, TypeError) as exc:
-            raise BadInput(f"the event is not valid msgpack ({type(exc).__name__})") from None
-        return self.track(event)
+        if len(payload) > self.config.max_input_bytes:
+            raise BadInput(f"event of {len(payload)} bytes exceeds the limit of {self.config.max_input_bytes}")
+        return self.track(wire.decode(payload, what="the event"))
 
     def track(self, event: dict[str, Any]) -> list[int]:
         """Match a tracked event against every loaded bundle's triggers and start the configured
@@ -326,21 +244,17 @@ class Runtime:
         self._check_open()
         if not isinstance(event, dict):
             raise BadInput(f"an event must be a dict, not {type(event).__name__}")
-        index, configs = self._triggers()
+        index, loaded_by_name = self._triggers()
         matches = index.match(event)
         if not matches:
             return []
-        try:
-            payload = msgpack.packb(event, use_bin_type=True)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise BadInput(f"the event is not msgpack-serialisable: {exc}") from None
-        if len(payload) > self.max_input_bytes:
-            raise BadInput(f"event of {len(payload)} bytes exceeds the limit of {self.max_input_bytes}")
+        payload = wire.encode(event, what="the event")
+        if len(payload) > self.config.max_input_bytes:
+            raise BadInput(f"event of {len(payload)} bytes exceeds the limit of {self.config.max_input_bytes}")
         ids: list[int] = []
         for bundle_name, task_name in matches:
-            loaded, cfg = configs[bundle_name]
             try:
-                ids += self._submit_chain(loaded, cfg, task_name, payload)
+                ids += self._submit_chain(loaded_by_name[bundle_name], task_name, payload)
             except (Busy, CircuitOpen) as exc:
                 log.info("event on page %s: task %s of %s refused: %s", event.get("pageId"), task_name,
                          bundle_name, exc)
@@ -350,51 +264,41 @@ class Runtime:
                 break
         return ids
 
-    def _triggers(self) -> tuple[triggers.TriggerIndex, dict[str, tuple[_Loaded, triggers.BundleTriggers]]]:
+    def _triggers(self) -> tuple[TriggerIndex, dict[str, _Loaded]]:
         with self._lock:
             current = tuple(self._bundles.values())
         cache = self._trigger_cache
-        if cache is not None and len(cache[0]) == len(current) and all(
+        if cache is None or len(cache[0]) != len(current) or not all(
                 a is b for a, b in zip(cache[0], current, strict=True)):
-            return cache[1], cache[2]
-        configs: dict[str, tuple[_Loaded, triggers.BundleTriggers]] = {}
-        errors: dict[str, str] = {}
-        for loaded in current:
-            name = loaded.bundle.name
-            try:
-                configs[name] = (loaded, triggers.parse_bundle(loaded.bundle.manifest, loaded.entries))
-            except BadInput as exc:
-                errors[name] = str(exc)
-                if self._trigger_errors.get(name) != str(exc):
-                    log.error("bundle %s: triggers ignored: %s", name, exc)
-        index = triggers.TriggerIndex((n, c) for n, (_, c) in configs.items())
-        self._trigger_errors = errors
-        self._trigger_cache = (current, index, configs)
-        return index, configs
+            cache = (current, TriggerIndex((b.bundle.name, b.bundle.manifest.triggers) for b in current))
+            self._trigger_cache = cache
+        return cache[1], {b.bundle.name: b for b in cache[0]}
 
-    def _submit_chain(self, loaded: _Loaded, cfg: triggers.BundleTriggers, root: str, payload: bytes) -> list[int]:
+    def _submit_chain(self, loaded: _Loaded, root: str, payload: bytes) -> list[int]:
         b = loaded.bundle
-        system = str(b.manifest["system"])
+        cfg: BundleTriggers = b.manifest.triggers
+        system = b.manifest.system
         with self._kept_lock:
             kept = dict(self._kept)
         tasks: dict[str, Task] = {}
         total_ms = 0.0
         specs = cfg.chain(root)
         for spec in specs:
-            budget_ms = spec.deadline_ms or (self.load_deadline_ms if spec.kind == "preload" else self.deadline_ms)
+            default_ms = self.config.load_deadline_ms if spec.kind == "preload" else self.config.deadline_ms
+            budget_ms = spec.deadline_ms or default_ms
             total_ms += budget_ms
             info = {"task_name": spec.name, "kind": spec.kind, "bundle": b.name, "system": system,
                     "business": spec.business}
             common: dict[str, Any] = dict(
                 kind=spec.kind, name=spec.name, label=f"{b.name}:{spec.name}", priority=spec.queue,
-                budget_s=budget_ms / 1000, memory_limit=self.memory_limit or None,
+                budget_s=budget_ms / 1000, memory_limit=self._memory_limit or None,
                 deps=[tasks[d] for d in spec.after], on_done=self._event_done, info=info)
             if spec.business is None:
-                tasks[spec.name] = Task(_warm_models, loaded.sessions, entry=f"{b.name}:models", **common)
+                tasks[spec.name] = Task(loaded.instance.warm, entry=f"{b.name}:models", **common)
                 continue
             used = tuple((u, kept[(b.name, u)]) for u in spec.uses if (b.name, u) in kept)
             tasks[spec.name] = Task(
-                _in_sandbox, _run_step, b.files, loaded.entries[spec.business], payload, common["deps"], used,
+                _run_step, loaded.instance, spec.business, payload, common["deps"], used,
                 entry=f"{system}/{spec.business}", breaker=self._sched.breakers.get(b.name, spec.business, b.version),
                 **common)
         chain_ms = specs[-1].chain_deadline_ms or total_ms
@@ -407,7 +311,7 @@ class Runtime:
                 key = (info["bundle"], info["task_name"])
                 self._kept[key] = t.result
                 self._kept.move_to_end(key)
-                while len(self._kept) > self._kept_max:
+                while len(self._kept) > self.config.calc_store_size:
                     self._kept.popitem(last=False)
         listener = self._listener
         if listener is not None:
@@ -417,10 +321,10 @@ class Runtime:
 
     def metrics(self) -> dict[str, Any]:
         """Counters and latency percentiles per task kind and entry, queue state, circuit breakers
-        and trigger config errors, as plain (msgpack-able) data."""
+        and trigger rules, as plain (msgpack-able) data."""
         cache = self._trigger_cache
         snap = self._sched.snapshot()
-        snap["triggers"] = {"rules": cache[1].rules if cache else 0, "errors": dict(self._trigger_errors)}
+        snap["triggers"] = {"rules": cache[1].rules if cache else 0}
         snap["kept_features"] = len(self._kept)
         return snap
 
@@ -435,7 +339,7 @@ class Runtime:
             self._closed = True
             self._bundles.clear()
             self._routes.clear()
-        self._sched.close(self._close_timeout)
+        self._sched.close(self.config.close_timeout_ms / 1000)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -448,60 +352,11 @@ class Runtime:
         self.close()
 
 
-# -- what runs on the worker thread --------------------------------------------------------------
-
-def _invoke(fn: Callable[..., Any], payload: bytes) -> bytes:
-    try:
-        inputs = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        raise BadInput(f"inputs are not valid msgpack ({type(exc).__name__})") from None
-    result = fn(inputs)
-    try:
-        return msgpack.packb(result, use_bin_type=True, default=_to_plain)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ScriptError(f"the entry returned a value that cannot be serialised: {exc}") from None
-
-
-def _run_step(fn: Callable[..., Any], payload: bytes, deps: list[Task], kept: tuple[tuple[str, bytes], ...]) -> bytes:
-    """An event-triggered step: the event's fields as inputs, plus ``inputs["features"]`` holding the
-    results of the calc tasks it runs after (this chain's) or uses (the latest kept)."""
-    inputs = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    if deps or kept:
-        features = {name: msgpack.unpackb(data, raw=False, strict_map_key=False) for name, data in kept}
-        for d in deps:
-            features[d.name] = msgpack.unpackb(d.result, raw=False, strict_map_key=False)
-        inputs["features"] = features
-    result = fn(inputs)
-    try:
-        return msgpack.packb(result, use_bin_type=True, default=_to_plain)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ScriptError(f"the entry returned a value that cannot be serialised: {exc}") from None
-
-
-def _warm_models(sessions: dict[str, Any]) -> bytes:
-    """PreloadTask: run every model once on zeros so that its first real run is fast."""
-    import numpy as np
-
-    warmed: list[str] = []
-    skipped: dict[str, str] = {}
-    for name, session in sessions.items():
-        try:
-            warm = getattr(session, "warm", None)
-            if callable(warm):
-                warm()
-            else:
-                feeds = {}
-                for spec in session.inputs:
-                    dtype = spec.dtype
-                    if dtype is None or dtype == np.dtype(object):
-                        raise TypeError(f"input {spec.name!r} is not numeric")
-                    shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in spec.shape or ())
-                    feeds[spec.name] = np.zeros(shape, dtype=dtype)
-                session.run(feeds)
-            warmed.append(name)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            skipped[name] = str(exc)
-    return msgpack.packb({"warmed": warmed, "skipped": skipped}, use_bin_type=True)
+def _run_step(instance: BundleInstance, business: str, payload: bytes, deps: list[Task],
+              kept: tuple[tuple[str, bytes], ...]) -> bytes:
+    """An event-triggered step, given the results of this chain's calc tasks it runs after (read
+    when it runs) and the latest kept results of the ones it uses."""
+    return instance.step(business, payload, [*kept, *((d.name, d.result) for d in deps)])
 
 
 def _outcome(t: Task) -> tuple[int, bytes]:
@@ -509,40 +364,3 @@ def _outcome(t: Task) -> tuple[int, bytes]:
     if t.error is None:
         return 0, t.result
     return t.error.code, str(t.error).encode("utf-8", "replace")
-
-
-def _to_plain(value: Any) -> Any:
-    tolist = getattr(type(value), "tolist", None)  # numpy arrays and scalars
-    if tolist is not None and type(value).__module__ == "numpy":
-        return value.tolist()
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    raise TypeError(f"cannot serialise object of type {type(value).__name__}")
-
-
-def _in_sandbox(fn: Callable[..., Any], files: frozenset[str], *args: Any) -> Any:
-    """Call into script code; turn whatever escapes into a typed error with the script's location."""
-    prepare_thread()
-    try:
-        return fn(*args)
-    except (ScriptTimeout, EdgeError):
-        raise
-    except BaseException as exc:  # noqa: BLE001 - everything a script raises becomes a typed error
-        frames = bundle_frames(exc.__traceback__, set(files))
-        where = f"{frames[-1][0]}:{frames[-1][1]}: " if frames else ""
-        try:  # an exact str: a str subclass kept in the error would run script code in the host later
-            text = "".join((str(exc),))
-        except Exception:
-            text = "(the exception's message could not be rendered)"
-        if len(text) > MAX_MESSAGE:
-            text = text[:MAX_MESSAGE] + "..."
-        detail = {"type": type(exc).__name__, "message": text,
-                  "traceback": [{"file": f, "line": n, "function": fn_} for f, n, fn_ in frames]}
-        if frames:
-            detail.update(file=frames[-1][0], line=frames[-1][1])
-        exc.__traceback__ = None
-        if isinstance(exc, PolicyViolation):
-            raise PolicyError(f"{where}{text}", detail=detail) from None
-        if isinstance(exc, (MemoryError, RecursionError)):
-            raise ResourceExhausted(f"{where}{type(exc).__name__}: {text}", detail=detail) from None
-        raise ScriptError(f"{where}{type(exc).__name__}: {text}", detail=detail) from None

@@ -120,6 +120,17 @@ def attribute_problem(name: str, *, store: bool = False) -> str | None:
     return None
 
 
+def named_attribute_problem(name: str, *, store: bool = False) -> str | None:
+    """Why reaching attribute ``name`` by a name chosen at run time is refused: ``getattr`` and
+    friends, ``operator.attrgetter``/``methodcaller``, class patterns and ``__match_args__``, field
+    names of generated classes. The attribute rule, plus ``format``/``format_map``: those are safe only
+    on a literal format string, and a name chosen at run time never is one."""
+    problem = attribute_problem(name, store=store)
+    if problem is None and name in FORMAT_METHODS:
+        problem = f"attribute '{name}' is only reachable on a literal format string (use an f-string)"
+    return problem
+
+
 def global_read_problem(name: str) -> str | None:
     """Why reading global or builtin name ``name`` is refused."""
     if name.startswith("__") and name not in READABLE_DUNDER_GLOBALS:
@@ -133,8 +144,6 @@ def global_store_problem(name: str) -> str | None:
         return f"name '{name}' cannot be rebound"
     if name.startswith("__") and name.endswith("__") and name not in ASSIGNABLE_DUNDERS:
         return f"'{name}' cannot be defined here (a hook that runs code at surprising times)"
-    if name.startswith("__") and not name.endswith("__"):
-        return None  # a private (mangled) name
     return None
 
 

@@ -14,12 +14,11 @@ import re
 import types
 
 from vm.errors import PolicyError
-from vm.policy import _verify, opcodes
-from vm.policy import rules as policy
+from vm.policy import _verify, opcodes, rules
 
 MAX_PROBLEMS = 50
 # Attribute names the C pass never accepts on its own (besides every name starting with "_").
-_ATTR_SPECIAL = frozenset(policy.INTROSPECTION_ATTRS | policy.FORMAT_METHODS)
+_ATTR_SPECIAL = frozenset(rules.INTROSPECTION_ATTRS | rules.FORMAT_METHODS)
 
 
 def _line_of(code: types.CodeType, offset: int) -> int:
@@ -93,24 +92,24 @@ class _Checker:
                     offset: int) -> None:
         problem: str | None
         if nclass == opcodes.NC_GLOBAL_LOAD:
-            problem = policy.global_read_problem(name)
+            problem = rules.global_read_problem(name)
             if problem is None and name == "__annotations__":
                 problem = self._annotation_pattern(code, code.co_code, offset)
         elif nclass == opcodes.NC_GLOBAL_STORE:
-            problem = policy.global_store_problem(name)
-            if problem is None and name in policy.COMPILER_WRITTEN:
+            problem = rules.global_store_problem(name)
+            if problem is None and name in rules.COMPILER_WRITTEN:
                 problem = self._compiler_pattern(code, name, prev_op, prev_arg)
         elif nclass == opcodes.NC_ATTR_LOAD:
-            problem = policy.attribute_problem(name)
-            if problem is None and name in policy.FORMAT_METHODS:
+            problem = rules.attribute_problem(name)
+            if problem is None and name in rules.FORMAT_METHODS:
                 literal = code.co_consts[prev_arg] if prev_op == opcodes.LOAD_CONST else None
-                problem = policy.format_string_problem(literal)
+                problem = rules.format_string_problem(literal)
         elif nclass == opcodes.NC_ATTR_STORE:
-            problem = policy.attribute_problem(name, store=True)
+            problem = rules.attribute_problem(name, store=True)
         elif nclass == opcodes.NC_IMPORT:
             problem = self._import_problem(name, _import_level(code, offset))
         elif nclass == opcodes.NC_IMPORT_FROM:
-            problem = policy.import_from_problem(name)
+            problem = rules.import_from_problem(name)
         else:
             problem = f"unknown name use class {nclass}"
         if problem:
@@ -119,7 +118,7 @@ class _Checker:
     def _import_problem(self, name: str, level: int) -> str | None:
         if level > 0 and (name == "" or any(m == name or m.endswith("." + name) for m in self.bundle_modules)):
             return None  # relative, within the bundle; resolved by the runtime's import
-        return policy.import_problem(name, self.bundle_modules)
+        return rules.import_problem(name, self.bundle_modules)
 
     @staticmethod
     def _attribute_tuple(code: types.CodeType, prev_op: int, prev_arg: int, what: str) -> str | None:
@@ -128,9 +127,7 @@ class _Checker:
         if not isinstance(names, tuple) or not all(isinstance(n, str) for n in names):
             return f"{what} attribute names must be a literal tuple of strings"
         for n in names:
-            problem = policy.attribute_problem(n)
-            if problem is None and n in policy.FORMAT_METHODS:
-                problem = f"attribute '{n}' is only reachable on a literal format string"
+            problem = rules.named_attribute_problem(n)
             if problem:
                 return f"{what}: {problem}"
         return None
@@ -168,7 +165,7 @@ def verify_module_code(code: object, *, filename: str, bundle_modules: frozenset
     checker = _Checker(filename, bundle_modules)
     try:
         reports = _verify.verify_tree(code, filename, opcodes.TABLE, opcodes.EXTENDED_ARG, opcodes.FOR_ITER_CHECK,
-                                     _ATTR_SPECIAL, policy.PROTECTED_NAMES)
+                                     _ATTR_SPECIAL, rules.PROTECTED_NAMES)
     except ValueError as exc:
         text = re.sub(r"\(opcode (\d+)\)", lambda m: f"({dis.opname[int(m.group(1))]})", str(exc))
         raise PolicyError(f"{filename}: malformed bytecode {text}", detail={"problems": [text]}) from None

@@ -30,14 +30,12 @@ from nacl.public import SealedBox
 import vm
 from vm.bundle import format as bundle_format
 from vm.bundle import keys
-from vm.bundle.versions import parse_version
+from vm.bundle import manifest as manifest_rules
 from vm.errors import BadInput, EdgeError, NotFound, PolicyError
 from vm.policy.verifier import verify_module_code
 from vm.tools import source_policy
 
 WORKER = Path(__file__).with_name("compile_worker.py")
-NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
-ENTRY_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*\Z")
 MIN_TARGET = (3, 11)
 
 
@@ -62,35 +60,14 @@ class PackResult:
 
 
 def read_manifest(src: Path) -> dict[str, Any]:
-    """``bundle.json``, validated."""
+    """``bundle.json``, validated by the rules the device's loader applies (``vm.bundle.manifest``)."""
     try:
-        manifest = json.loads((src / "bundle.json").read_text())
+        doc = json.loads((src / "bundle.json").read_text())
     except FileNotFoundError:
         raise NotFound(f"{src}/bundle.json not found") from None
     except ValueError as exc:
         raise BadInput(f"bundle.json is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise BadInput("bundle.json must be a JSON object")
-    name = manifest.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise BadInput(f"bundle.json: 'name' must be 1-128 characters of [A-Za-z0-9._-], got {name!r}")
-    parse_version(manifest.get("version"), "bundle.json: 'version'")
-    parse_version(manifest.get("min_runtime", "0.1"), "bundle.json: 'min_runtime'")
-    if not isinstance(manifest.get("system"), str) or not manifest["system"]:
-        raise BadInput("bundle.json: 'system' must be a non-empty string")
-    entries = manifest.get("entries")
-    if not isinstance(entries, dict) or not entries:
-        raise BadInput("bundle.json: 'entries' must map business codes to 'module:function'")
-    for biz, spec in entries.items():
-        if not isinstance(spec, str) or not ENTRY_RE.match(spec):
-            raise BadInput(f"bundle.json: entry {biz!r} must be 'module:function', got {spec!r}")
-    models = manifest.get("models", {})
-    if not isinstance(models, dict) or not all(isinstance(v, str) for v in models.values()):
-        raise BadInput("bundle.json: 'models' must map model names to file names")
-    from vm.bundle.triggers import parse_bundle
-
-    parse_bundle(manifest, entries)  # triggers and tasks: refuse a bad configuration now, not on a device
-    return manifest
+    return manifest_rules.validate(doc).doc
 
 
 def collect_scripts(src: Path) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-from vm.policy import rules as policy
+from vm.policy import rules
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,6 @@ class Violation:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.reason}"
-
-
-def _pattern_attribute_problem(name: str) -> str | None:
-    """Class patterns read attributes by name from any matching object."""
-    problem = policy.attribute_problem(name)
-    if problem is None and name in policy.FORMAT_METHODS:
-        problem = f"attribute '{name}' is only reachable on a literal format string"
-    return problem
 
 
 def _bound_names(tree: ast.AST) -> set[str]:
@@ -65,8 +57,8 @@ class _Visitor(ast.NodeVisitor):
     # scopes ---------------------------------------------------------------------------------
     def _define(self, node: ast.AST, name: str) -> None:
         if self.scopes[-1] in ("module", "class"):
-            problem = policy.global_store_problem(name)
-            if problem is None and name in policy.COMPILER_WRITTEN and name != "__match_args__":
+            problem = rules.global_store_problem(name)
+            if problem is None and name in rules.COMPILER_WRITTEN and name != "__match_args__":
                 problem = f"'{name}' may only be set by the compiler"
             if problem:
                 self.fail(node, problem)
@@ -112,41 +104,41 @@ class _Visitor(ast.NodeVisitor):
             self.fail(value, "__match_args__ must be a literal tuple of strings")
             return
         for e in value.elts:
-            problem = _pattern_attribute_problem(e.value)
+            problem = rules.named_attribute_problem(e.value)
             if problem:
                 self.fail(e, f"__match_args__: {problem}")
 
     # names and attributes -------------------------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load):
-            problem = policy.global_read_problem(node.id)
+            problem = rules.global_read_problem(node.id)
             if node.id == "__annotations__":
                 problem = "'__annotations__' cannot be used directly"
             if problem:
                 self.fail(node, problem)
-            elif node.id in policy.FORBIDDEN_BUILTINS and node.id not in self.bound:
+            elif node.id in rules.FORBIDDEN_BUILTINS and node.id not in self.bound:
                 self.fail(node, f"'{node.id}' is not available in the sandbox")
         else:
             self._define(node, node.id)
 
     def visit_Global(self, node: ast.Global) -> None:
         for name in node.names:
-            problem = policy.global_store_problem(name)
+            problem = rules.global_store_problem(name)
             if problem:
                 self.fail(node, problem)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        problem = policy.attribute_problem(node.attr, store=not isinstance(node.ctx, ast.Load))
-        if problem is None and node.attr in policy.FORMAT_METHODS and isinstance(node.ctx, ast.Load):
+        problem = rules.attribute_problem(node.attr, store=not isinstance(node.ctx, ast.Load))
+        if problem is None and node.attr in rules.FORMAT_METHODS and isinstance(node.ctx, ast.Load):
             literal = node.value.value if isinstance(node.value, ast.Constant) else None
-            problem = policy.format_string_problem(literal)
+            problem = rules.format_string_problem(literal)
         if problem:
             self.fail(node, problem)
         self.visit(node.value)
 
     def visit_MatchClass(self, node: ast.MatchClass) -> None:
         for attr in node.kwd_attrs:
-            problem = _pattern_attribute_problem(attr)
+            problem = rules.named_attribute_problem(attr)
             if problem:
                 self.fail(node, f"class pattern: {problem}")
         self.generic_visit(node)
@@ -171,7 +163,7 @@ class _Visitor(ast.NodeVisitor):
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            problem = policy.import_problem(alias.name, self.bundle_modules)
+            problem = rules.import_problem(alias.name, self.bundle_modules)
             if problem:
                 self.fail(node, problem)
             if alias.asname:
@@ -182,11 +174,11 @@ class _Visitor(ast.NodeVisitor):
         if module is None:
             return
         if module not in self.bundle_modules:
-            problem = policy.import_problem(module, self.bundle_modules)
+            problem = rules.import_problem(module, self.bundle_modules)
             if problem:
                 self.fail(node, problem)
         for alias in node.names:
-            problem = policy.import_from_problem(alias.name)
+            problem = rules.import_from_problem(alias.name)
             if problem:
                 self.fail(node, problem)
             self._define(node, alias.asname or alias.name)

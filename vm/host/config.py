@@ -1,0 +1,102 @@
+"""The runtime configuration: every option once, with its default, its range and what it is for.
+
+``Config.from_dict`` validates a plain mapping (the Python API's dict, the C API's JSON object, the
+CLI's ``--config`` file) into a frozen, typed ``Config``; a bad or unknown option is ``BadInput``
+naming it. docs/config.md is the reference for users; ``OPTIONS`` is what it documents.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from vm.bundle.keys import DeviceKeys, load_device
+from vm.errors import BadInput
+from vm.ml.profile import DeviceProfile
+
+
+def _opt(default: Any, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:
+    return field(default=default, metadata={"range": (lo, hi), "doc": doc})
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated runtime configuration (see ``from_dict``)."""
+
+    keys: DeviceKeys = field(metadata={"doc": "device keyring: a keygen directory, a device.json path, its "
+                                              "bytes, or {\"verify\": [...], \"decrypt\": [...]}"})
+    deadline_ms: int = _opt(50, 1, 3_600_000, "default deadline of an inference, from the call to its answer")
+    load_deadline_ms: int = _opt(5000, 1, 3_600_000, "deadline for running a bundle's module top levels at load")
+    workers: int = _opt(2, 1, 64, "worker threads of the core queue")
+    normal_workers: int = _opt(1, 1, 64, "worker threads of the normal queue")
+    low_workers: int = _opt(1, 1, 64, "worker threads of the low queue")
+    memory_limit_mb: int = _opt(256, 1, 1 << 20, "memory budget of one script call")
+    memory_guard: bool = _opt(True, doc="enforce memory_limit_mb (off: no per-call budget)")
+    max_bundle_bytes: int = _opt(64 << 20, 1024, 1 << 34, "largest bundle accepted")
+    max_input_bytes: int = _opt(16 << 20, 16, 1 << 32, "largest msgpack input or event accepted")
+    grace_ms: int = _opt(50, 1, 60_000, "how long past its deadline a call may run before its worker is retired")
+    max_stuck_workers: int = _opt(4, 0, 64, "retired (stuck) worker threads replaced before new ones stop")
+    queue_size: int = _opt(1024, 1, 1 << 20, "accepted, not yet started tasks per queue")
+    breaker_failures: int = _opt(5, 1, 1 << 30, "consecutive failures that open an entry's circuit breaker")
+    breaker_cooldown_ms: int = _opt(30_000, 0, 86_400_000, "how long an open breaker fails fast")
+    breaker_probes: int = _opt(1, 1, 1 << 20, "trial calls a half-open breaker lets through")
+    starvation_yields: int = _opt(8, 1, 1 << 20, "yields after which a lower-priority task starts anyway")
+    yield_ms: int = _opt(5, 0, 60_000, "longest pause of a lower-priority worker for a higher one (0: none)")
+    gil_slice_us: int = _opt(0, -1, 10_000_000, "GIL hold time after which a normal/low worker pauses (-1: never)")
+    calc_store_size: int = _opt(256, 1, 1 << 20, "calc-task results kept for tasks that use them")
+    close_timeout_ms: int = _opt(1000, 0, 600_000, "how long close() waits for running calls")
+    allow_downgrade: bool = _opt(False, doc="accept a bundle older than the loaded one of the same name")
+    device_profile: DeviceProfile = _opt(DeviceProfile(), doc="ONNX Runtime session settings (vm.ml.profile)")
+    log: Callable[[str, str], None] | None = _opt(
+        None, doc="Python API only: log(bundle, line) receives script output (default: the logging module)")
+
+    @property
+    def memory_limit(self) -> int:
+        """The per-call memory budget in bytes."""
+        return self.memory_limit_mb << 20
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any] | None) -> Config:
+        """Validate ``doc``; every option but ``keys`` has a default."""
+        doc = dict(doc or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in doc if k not in known)
+        if unknown:
+            hints = [f"{k!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, sorted(known), n=1))
+                     else repr(k) for k in unknown]
+            raise BadInput(f"unknown config option(s): {', '.join(hints)}")
+        if "keys" not in doc:
+            raise BadInput("config needs 'keys': a keygen directory, a device.json path, bytes or a dict")
+        values: dict[str, Any] = {"keys": load_device(doc["keys"])}
+        for f in fields(cls):
+            if f.name == "keys" or f.name not in doc:
+                continue
+            values[f.name] = _check(f.name, doc[f.name], f.default, f.metadata.get("range", (None, None)))
+        return cls(**values)
+
+
+def _check(name: str, value: Any, default: Any, bounds: tuple[float | None, float | None]) -> Any:
+    if name == "device_profile":
+        return DeviceProfile.from_config(value)
+    if name == "log":
+        if value is not None and not callable(value):
+            raise BadInput("config 'log' must be a callable log(bundle, line) or None")
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise BadInput(f"config {name!r} must be true or false, got {value!r}")
+        return value
+    lo, hi = bounds
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise BadInput(f"config {name!r} must be a number in [{lo}, {hi}], got {value!r}")
+    return int(value)
+
+
+OPTIONS: dict[str, str] = {f.name: f.metadata.get("doc", "") for f in fields(Config)}
+"""Every option and what it is for (docs/config.md is written from these)."""
+
+
+def default(name: str) -> Any:
+    """The default value of option ``name``."""
+    return Config.__dataclass_fields__[name].default

@@ -1,0 +1,215 @@
+"""The builtins a bundle's scripts see: an allowlist, with guarded versions of the builtins that
+could lead elsewhere.
+
+``getattr`` and friends apply the attribute rule (``vm.policy.rules``) to their string argument;
+``type()`` refuses three arguments and classes of classes, and freezes the library classes it hands
+out; ``range``/``iter`` hand out interruptible iterators when the C loop behind them could outlast
+a deadline; ``pow`` refuses results too big to compute within one. Library entry points whose
+effects are process-wide (``ABCMeta.register``) refuse script callers.
+"""
+from __future__ import annotations
+
+import abc
+import builtins as _builtins
+import sys
+import types
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from vm.guard import _guard, context
+from vm.policy import rules
+
+# Iterating a range longer than this happens through the interpreter loop (see _LongRange).
+RANGE_C_LIMIT = 1 << 20
+# pow(a, b) with a result above this many bits is refused: one such C call can hold the GIL for minutes.
+MAX_POW_BITS = 1 << 22
+
+_SAFE_BUILTINS = (
+    "abs", "aiter", "all", "anext", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable",
+    "chr", "classmethod", "complex", "dict", "divmod", "enumerate", "filter", "float", "format",
+    "frozenset", "hash", "hex", "int", "isinstance", "issubclass", "len", "list", "map", "max",
+    "min", "next", "object", "oct", "ord", "property", "repr", "reversed", "round", "set", "slice",
+    "sorted", "staticmethod", "str", "sum", "super", "tuple", "zip", "NotImplemented", "Ellipsis",
+    "False", "True", "None",
+    # exceptions a script may raise and catch (all are Exception subclasses)
+    "ArithmeticError", "AssertionError", "AttributeError", "BufferError", "EOFError", "Exception",
+    "ExceptionGroup", "FloatingPointError", "ImportError", "IndexError", "KeyError", "LookupError",
+    "MemoryError", "ModuleNotFoundError", "NameError", "NotImplementedError", "OverflowError",
+    "RecursionError", "ReferenceError", "RuntimeError", "StopAsyncIteration", "StopIteration",
+    "TypeError", "UnboundLocalError", "UnicodeDecodeError", "UnicodeEncodeError", "UnicodeError",
+    "UnicodeTranslateError", "ValueError", "ZeroDivisionError", "Warning", "UserWarning",
+    "DeprecationWarning", "RuntimeWarning",
+)
+
+
+class PolicyViolation(Exception):
+    """Raised inside a script by a guarded builtin; reported as a policy error."""
+
+
+def _interruptible(it: Any) -> Iterator:
+    for item in it:  # noqa: UP028 - each step must pass through the interpreter loop
+        yield item
+
+
+class _LongRange:
+    """A range too long to iterate inside one C call: same arithmetic, Python-level iteration."""
+
+    __slots__ = ("_r",)
+
+    def __init__(self, r: range) -> None:
+        self._r = r
+
+    start = property(lambda self: self._r.start)
+    stop = property(lambda self: self._r.stop)
+    step = property(lambda self: self._r.step)
+
+    def __iter__(self) -> Iterator[int]:
+        return _interruptible(self._r)
+
+    def __reversed__(self) -> Iterator[int]:
+        return _interruptible(reversed(self._r))
+
+    def __len__(self) -> int:
+        return len(self._r)
+
+    def __contains__(self, x: object) -> bool:
+        return x in self._r
+
+    def __getitem__(self, i: Any) -> Any:
+        got = self._r[i]
+        return _safe_range(got.start, got.stop, got.step) if isinstance(got, range) else got
+
+    def __bool__(self) -> bool:
+        return bool(self._r)
+
+    def __eq__(self, other: object) -> bool:
+        return self._r == (other._r if isinstance(other, _LongRange) else other)
+
+    def __hash__(self) -> int:
+        return hash(self._r)
+
+    def __repr__(self) -> str:
+        return repr(self._r)
+
+    def index(self, x: int) -> int:
+        return self._r.index(x)
+
+    def count(self, x: int) -> int:
+        return self._r.count(x)
+
+
+def _safe_range(*args: Any) -> range | _LongRange:
+    r = range(*args)
+    try:
+        if len(r) <= RANGE_C_LIMIT:  # the hot path: one C call
+            return r
+    except OverflowError:  # longer than sys.maxsize
+        pass
+    return _LongRange(r)
+
+
+def _safe_iter(obj: Any, *sentinel: Any) -> Iterator:
+    if sentinel:
+        return _interruptible(iter(obj, *sentinel))
+    return iter(obj)
+
+
+def _safe_pow(base: Any, exp: Any, mod: Any = None) -> Any:
+    if mod is None and isinstance(base, int) and isinstance(exp, int) and exp > 0 and abs(base) > 1:
+        if base.bit_length() * exp > MAX_POW_BITS:
+            raise OverflowError(f"pow() result would exceed {MAX_POW_BITS} bits")
+    return pow(base, exp) if mod is None else pow(base, exp, mod)
+
+
+# Classes created by scripts' class statements: they stay mutable (a script may set class
+# attributes); every other class a script reaches through type() is made immutable, so no bundle
+# can change a library class for the runtime or another bundle.
+_script_classes: weakref.WeakSet[type] = weakref.WeakSet()
+
+
+def _build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
+    cls = _builtins.__build_class__(func, name, *bases, **kwargs)
+    if isinstance(cls, type):
+        _script_classes.add(cls)
+    return cls
+
+
+def _safe_type(*args: Any) -> type:
+    if len(args) != 1:
+        raise PolicyViolation("type() with three arguments (creating classes dynamically) is not allowed")
+    t = type(args[0])
+    if issubclass(t, type):
+        raise PolicyViolation("type() of a class (its metaclass) is not available in scripts")
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and issubclass(t, numpy.ndarray):
+        from stdlib_slim.slim_numpy import ndarray  # the raw constructor takes buffers and offsets
+
+        return ndarray
+    if t not in _script_classes:
+        _guard.freeze_type(t)
+    return t
+
+
+def is_script_frame(frame: types.FrameType) -> bool:
+    """True if ``frame`` runs a bundle's script code (it sees the sandbox's builtins)."""
+    return context.SANDBOX_MARKER in frame.f_builtins
+
+
+def _guarded_abc_register(cls: Any, subclass: Any) -> Any:
+    # A script may register on its own ABCs; a library ABC's registry is process-wide.
+    if cls not in _script_classes and is_script_frame(sys._getframe(1)):
+        raise PolicyViolation(f"{cls.__name__}.register() would change isinstance() for the whole process")
+    return _abc_register(cls, subclass)
+
+
+_abc_register = abc.ABCMeta.register
+
+
+def install_process_guards() -> None:
+    """Once per process: library entry points whose effects are process-wide refuse script callers."""
+    if abc.ABCMeta.register is not _guarded_abc_register:
+        abc.ABCMeta.register = _guarded_abc_register
+
+
+def _check_attr(name: Any, store: bool) -> None:
+    if not isinstance(name, str):
+        raise TypeError("attribute name must be a string")
+    problem = rules.named_attribute_problem(name, store=store)
+    if problem:
+        raise PolicyViolation(problem)
+
+
+_MISSING = object()
+
+
+def _safe_getattr(obj: Any, name: str, default: Any = _MISSING) -> Any:
+    _check_attr(name, False)
+    return getattr(obj, name) if default is _MISSING else getattr(obj, name, default)
+
+
+def _safe_hasattr(obj: Any, name: str) -> bool:
+    _check_attr(name, False)
+    return hasattr(obj, name)
+
+
+def _safe_setattr(obj: Any, name: str, value: Any) -> None:
+    _check_attr(name, True)
+    setattr(obj, name, value)
+
+
+def _safe_delattr(obj: Any, name: str) -> None:
+    _check_attr(name, True)
+    delattr(obj, name)
+
+
+def make_builtins(*, print_: Callable[..., None], import_: Callable[..., Any]) -> dict[str, Any]:
+    """A fresh builtins dict for one sandbox, with its ``print`` and ``__import__``."""
+    b = {name: getattr(_builtins, name) for name in _SAFE_BUILTINS}
+    b.update({
+        "range": _safe_range, "iter": _safe_iter, "pow": _safe_pow, "type": _safe_type,
+        "getattr": _safe_getattr, "hasattr": _safe_hasattr, "setattr": _safe_setattr,
+        "delattr": _safe_delattr, "print": print_,
+        "__build_class__": _build_class, "__import__": import_, context.SANDBOX_MARKER: True,
+    })
+    return b
