@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import msgpack
+import nacl.bindings
+import nacl.utils
 import pytest
+from nacl.public import SealedBox
 
+from vm.bundle import format as bundle_format
 from vm.bundle import keys as keys_mod
 from vm.tools.packer import pack
 
@@ -64,3 +71,22 @@ class BundleMaker:
 @pytest.fixture
 def make_bundle(tmp_path: Path, keys_dir: Path) -> BundleMaker:
     return BundleMaker(tmp_path, keys_dir)
+
+
+def resign(data: bytes, keys_dir: Path, edit: Callable[[dict[str, Any], dict[str, Any]], None]) -> bytes:
+    """A correctly signed and sealed bundle whose header and payload ``edit(header, payload)``
+    changed: what an attacker who holds the signing key could ship."""
+    device = keys_mod.load_device(keys_dir)
+    server = keys_mod.load_server(keys_dir)
+    raw = bundle_format.split(data, 1 << 30)
+    header = msgpack.unpackb(raw.header, raw=False)
+    content_key = SealedBox(next(iter(device.decrypt.values()))).decrypt(header["sealed_key"])
+    payload = msgpack.unpackb(nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        raw.ciphertext, raw.aad, header["nonce"], content_key), raw=False, strict_map_key=False)
+    edit(header, payload)
+    header["nonce"] = nacl.utils.random(bundle_format.NONCE_LEN)
+    body = msgpack.packb(payload, use_bin_type=True)
+    head = msgpack.packb(header, use_bin_type=True)
+    aad = bundle_format.prefix(server.sign_key_id, server.seal_key_id, len(head), len(body) + 16) + head
+    signed = aad + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, aad, header["nonce"], content_key)
+    return signed + server.signing.sign(signed).signature
