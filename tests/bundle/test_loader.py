@@ -12,6 +12,7 @@ from vm.bundle.loader import open_bundle
 from vm.errors import BadInput, Downgrade
 from vm.host.runtime import Runtime
 
+
 def _script(version: str, top_level_ms: int = 0) -> dict[str, str]:
     busy = (f"import time\n_t = time.monotonic()\nwhile time.monotonic() - _t < {top_level_ms / 1000}:\n"
             f"    pass\n") if top_level_ms else ""
@@ -26,21 +27,21 @@ def test_concurrent_loads_never_install_the_older_version(make_bundle, keys_dir:
     for _ in range(3):
         with Runtime({"keys": keys_dir, "load_deadline_ms": 10_000}) as rt:
             outcome: list[BaseException | None] = []
-
-            def load_v1() -> None:
-                try:
-                    rt.load(v1)
-                    outcome.append(None)
-                except Downgrade as exc:
-                    outcome.append(exc)
-
-            t = threading.Thread(target=load_v1)
+            t = threading.Thread(target=_load_into, args=(rt, v1, outcome))
             t.start()
             rt.load(v2)
             t.join()
             assert [b["version"] for b in rt.bundles()] == ["2.0.0"]
             assert rt.infer("s", "b", {}) == {"v": "2.0.0"}
             assert isinstance(outcome[0], Downgrade)
+
+
+def _load_into(rt: Runtime, bundle: Path, outcome: list[BaseException | None]) -> None:
+    try:
+        rt.load(bundle)
+        outcome.append(None)
+    except Downgrade as exc:
+        outcome.append(exc)
 
 
 def _loaded(make_bundle, keys_dir: Path) -> bytes:
