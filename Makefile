@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py build.py $(wildcard native/*/*.c native/*/*.h 
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
