@@ -106,6 +106,20 @@ def freeze_classes(members: dict[str, Any]) -> None:
             freeze_classes(vars(value))
 
 
+def preload() -> None:
+    """Import everything the vetted modules are built from, and build their shared members: a
+    worker process does this before it locks itself down, after which nothing can be imported."""
+    for name in PLAIN:
+        _plain_members(name)
+    for path in WRAPPED.values():
+        importlib.import_module(path)
+    # what library code imports lazily while scripts run (time.strptime, str.encode, numpy)
+    for lazy in ("_strptime", "encodings.utf_16", "encodings.utf_32", "encodings.latin_1", "encodings.ascii",
+                 "encodings.idna", "encodings.unicode_escape", "encodings.raw_unicode_escape", "numpy.linalg",
+                 "numpy.fft", "numpy.random", "numpy.lib.stride_tricks"):
+        importlib.import_module(lazy)
+
+
 def build(name: str, env: Any) -> types.ModuleType:
     """A fresh vetted module ``name`` for one sandbox. ``env`` gives wrappers the sandbox's
     services (``env.remaining_s()`` for deadlines, ``env.violation`` for refusals)."""

@@ -1,4 +1,6 @@
-"""Red team: known ways out of name-based Python sandboxes, tried against all three layers.
+"""Red team: known ways out of name-based Python sandboxes, tried against all three in-process
+layers (every runtime here runs in thread mode: these are the layers a host that cannot spawn
+processes relies on alone; tests/isolation/ holds what process mode adds).
 
 Every technique is a small script in ``tests/escapes/<name>.py`` (or an inline string) whose
 ``entry`` returns a string starting with ``ESCAPED`` if, and only if, it obtained the forbidden
@@ -326,7 +328,7 @@ def esc_keys(keys_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def shared_rt(esc_keys: Path) -> Iterator[Runtime]:
     """One runtime for the technique bundles (each its own bundle name and business code)."""
-    rt = Runtime({"keys": esc_keys, "deadline_ms": 5000})
+    rt = Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"})
     yield rt
     rt.close()
 
@@ -447,7 +449,7 @@ def test_regex_stays_within_the_deadline(name: str, tmp_path: Path, esc_keys: Pa
     bundle = build(tmp_path, esc_keys, name.replace("_", "-"), {"features.py": escape_source(name)},
                    skip=False, business="b")
     deadline_ms = 150
-    rt = Runtime({"keys": esc_keys, "deadline_ms": 5000})
+    rt = Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"})
     try:
         try:
             rt.load(bundle)
@@ -488,7 +490,7 @@ def test_script_code_never_runs_outside_a_guarded_call(tmp_path: Path, esc_keys:
 
     bundle = build(tmp_path, esc_keys, "finalizer", {"features.py": escape_source("gc_finalizer")},
                    skip=False, business="b")
-    with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+    with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
         rt.load(bundle)
         assert rt.infer(SYSTEM, "b", {}) == "planted"
         gc.collect()  # what any allocation in the host may trigger
@@ -498,7 +500,7 @@ def test_script_code_never_runs_outside_a_guarded_call(tmp_path: Path, esc_keys:
 def test_error_report_holds_no_script_objects(tmp_path: Path, esc_keys: Path) -> None:
     bundle = build(tmp_path, esc_keys, "error-object", {"features.py": escape_source("error_message_object")},
                    skip=False, business="b")
-    with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+    with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
         rt.load(bundle)
         with pytest.raises(ScriptError) as info:
             rt.infer(SYSTEM, "b", {})
@@ -542,7 +544,7 @@ def test_library_classes_are_frozen(tmp_path: Path, esc_keys: Path) -> None:
         def entry(inputs):
             return [collections.Counter("aab").most_common(1), hasattr(json.JSONDecodeError, "x")]
         """)
-    with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+    with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
         rt.load(a)
         rt.load(b)
         assert rt.infer("a", "b", {}) == ["refused", "refused", "refused"]
@@ -567,7 +569,7 @@ def test_vetted_module_mutation_stays_in_its_bundle(tmp_path: Path, esc_keys: Pa
         def entry(inputs):
             return [math.sqrt(4), json.dumps(1)]
         """)
-    with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+    with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
         rt.load(a)
         rt.load(b)
         assert rt.infer("a", "b", {}) == [42, "patched"]
@@ -591,7 +593,7 @@ def test_random_seed_stays_in_its_bundle(tmp_path: Path, esc_keys: Path) -> None
     expected = random.Random(1234)
     seeded = [expected.random() for _ in range(3)]
     state = random.getstate()
-    with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+    with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
         rt.load(a)
         rt.load(b)
         assert rt.infer("a", "b", {}) == seeded
@@ -607,7 +609,8 @@ def test_print_goes_to_the_log_not_stdout(tmp_path: Path, esc_keys: Path,
             return 1
         """)}, skip=False, business="b")
     lines: list[tuple[str, str]] = []
-    config = {"keys": esc_keys, "deadline_ms": 5000, "log": lambda b, line: lines.append((b, line))}
+    config = {"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread",
+              "log": lambda b, line: lines.append((b, line))}
     with Runtime(config) as rt:
         rt.load(bundle)
         assert rt.infer(SYSTEM, "b", {}) == 1
@@ -660,7 +663,7 @@ def test_shared_classes_cannot_be_tampered_with(cls_id: str, tmp_path: Path, esc
             return getattr({expr}, "zz_escape_probe", None)
         """)
     try:
-        with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+        with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
             rt.load(a)
             rt.load(b)
             try:
@@ -704,7 +707,7 @@ def test_unfrozen_result_class_leaks_other_bundles_data(tmp_path: Path, esc_keys
             return statistics.linear_regression(inputs["x"], inputs["y"]).slope
         """)
     try:
-        with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+        with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
             rt.load(a)
             rt.load(b)
             first = rt.infer("a", "b", {})
@@ -766,7 +769,7 @@ def test_model_facade_class_is_not_shared_mutable_state(tmp_path: Path, esc_keys
             return edge.model("m").run({"x": np.array([inputs["secret"]], np.float32)})["y"].tolist()
         """, binary={"m.onnx": model}, manifest={"models": {"m": "m.onnx"}})
     try:
-        with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+        with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
             rt.load(a)
             rt.load(b)
             first = rt.infer("a", "b", {})
@@ -799,7 +802,7 @@ def test_shared_function_attributes_do_not_cross_bundles(tmp_path: Path, esc_key
             return getattr(json.loads, "note", None)
         """)
     try:
-        with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+        with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
             rt.load(a)
             rt.load(b)
             rt.infer("a", "b", {})
@@ -827,7 +830,7 @@ def test_abc_registry_does_not_cross_bundles(tmp_path: Path, esc_keys: Path) -> 
             return isinstance([], collections.abc.Hashable)
         """)
     try:
-        with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+        with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
             rt.load(a)
             rt.load(b)
             with pytest.raises(PolicyError, match="register"):
@@ -852,7 +855,7 @@ def _normalise(value: object) -> object:
 def test_ordinary_code_runs_unchanged(tmp_path: Path, esc_keys: Path) -> None:
     files = {p.relative_to(ORDINARY).as_posix(): p.read_text() for p in ORDINARY.rglob("*.py")}
     bundle = build(tmp_path, esc_keys, "ordinary", files, skip=False, business="b")
-    with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+    with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
         rt.load(bundle)
         got = rt.infer(SYSTEM, "b", ORDINARY_INPUTS)
     plain = subprocess.run(
@@ -961,6 +964,6 @@ def test_ordinary_idiom_is_accepted(case: str, tmp_path: Path, esc_keys: Path) -
     source, expected, _why = FALSE_POSITIVES[case]
     bundle = build(tmp_path, esc_keys, case, {"features.py": textwrap.dedent(source)}, skip=False,
                    business="b")
-    with Runtime({"keys": esc_keys, "deadline_ms": 5000}) as rt:
+    with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
         rt.load(bundle)
         assert rt.infer(SYSTEM, "b", {}) == expected

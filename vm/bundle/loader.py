@@ -173,6 +173,31 @@ def open_bundle(data: bytes, device: DeviceKeys, *, max_size: int) -> TrustedBun
                          files=frozenset(files.values()), models=models)
 
 
+def export(bundle: TrustedBundle) -> dict[str, Any]:
+    """What a worker process needs of a trusted bundle, as plain data for its channel: the verified
+    code blobs, the manifest and the models (never a key, nor the ciphertext)."""
+    h = bundle.header
+    return {"header": {"name": h.name, "version": h.version, "created": h.created, "targets": h.targets,
+                       "min_runtime": h.min_runtime, "sign_key_id": h.sign_key_id, "seal_key_id": h.seal_key_id},
+            "manifest": bundle.manifest.doc, "blobs": bundle.blobs, "models": bundle.models,
+            "files": sorted(bundle.files), "packages": sorted(bundle.packages)}
+
+
+def restore(doc: dict[str, Any]) -> TrustedBundle:
+    """In a worker process: the bundle its supervisor's ``open_bundle`` verified and ``export``-ed.
+    The supervisor is the worker's only peer, so this trusts ``doc``; it unmarshals the same blobs the
+    supervisor verified."""
+    h = doc["header"]
+    header = Header(name=h["name"], version=h["version"], created=h["created"], targets=h["targets"],
+                    min_runtime=h["min_runtime"], sign_key_id=h["sign_key_id"], seal_key_id=h["seal_key_id"],
+                    nonce=b"", sealed_key=b"")
+    manifest = manifest_rules.validate(doc["manifest"], where=f"bundle {header.name}: manifest", packed=True)
+    blobs = doc["blobs"]
+    return TrustedBundle(header=header, manifest=manifest, codes={n: marshal.loads(b) for n, b in blobs.items()},
+                         blobs=blobs, packages=frozenset(doc["packages"]), files=frozenset(doc["files"]),
+                         models=doc["models"])
+
+
 def check_version(bundle: TrustedBundle, installed: str | None, *, allow_downgrade: bool) -> None:
     """The downgrade gate: refuse a bundle older than the ``installed`` version of the same name."""
     if installed is None or allow_downgrade:

@@ -18,10 +18,13 @@ from vm.guard.context import ScriptTimeout
 
 
 def execute(watchdog: Watchdog, deadline: float, fn: Callable[..., Any], args: tuple, *,
-            memory_limit: int | None, label: str) -> tuple[Any, EdgeError | None]:
-    """Run ``fn(*args)`` on this thread under ``deadline`` and a per-call memory budget."""
+            memory_limit: int | None, label: str, guarded: bool = True) -> tuple[Any, EdgeError | None]:
+    """Run ``fn(*args)`` on this thread under ``deadline`` and a per-call memory budget; or, not
+    ``guarded``, ``fn(deadline, *args)``, which runs its work elsewhere and bounds it itself."""
     limited = memory_limit is not None
     try:
+        if not guarded:
+            return fn(deadline, *args), None
         if limited:
             _guard.budget_begin(memory_limit)
         try:

@@ -126,7 +126,7 @@ class Scheduler:
         sizes = [queue_size] * 3 if isinstance(queue_size, int) else list(queue_size)
         if len(sizes) != 3 or any(n < 1 for n in sizes):
             raise BadInput("queue sizes must be >= 1")
-        self.sizes = tuple(workers)
+        self.sizes = list(workers)
         self.capacity = tuple(sizes)
         self.max_stuck = max_stuck
         self.starvation_yields = starvation_yields
@@ -282,6 +282,15 @@ class Scheduler:
         self._workers[level][w.ident] = w
         w.thread.start()
 
+    def ensure_workers(self, level: int, n: int) -> None:
+        """At least ``n`` worker threads on queue ``level`` from now on (process mode: a thread waits
+        for each call in flight in a worker process, so the pools' sizes add up)."""
+        with self._lock:
+            if n > self.sizes[level] and not self._closed:
+                for _ in range(n - self.sizes[level]):
+                    self._spawn(level)
+                self.sizes[level] = n
+
     def _pop(self, p: int) -> Task | None:
         q = self._queues[p]
         while q:
@@ -360,6 +369,7 @@ class Scheduler:
         else:
             t.ran = True
             result, error = execute(self.watchdog, t.deadline, t.fn, t.args, memory_limit=t.memory_limit,
+                                    guarded=t.guarded,
                                     label=t.label)
         self._finish(t, result, error, True)
         with self._lock:

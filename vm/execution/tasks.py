@@ -22,10 +22,14 @@ _INF = float("inf")
 
 
 class Task:
-    """One unit of work: ``fn(*args)`` on a worker of queue ``priority`` before its deadline."""
+    """One unit of work: ``fn(*args)`` on a worker of queue ``priority`` before its deadline.
+
+    ``guarded`` (the default): ``fn`` runs script code on the worker thread, under the watchdog and
+    ``memory_limit``. Otherwise ``fn`` runs its work elsewhere (a worker process) and bounds it itself:
+    it is called as ``fn(deadline, *args)``."""
 
     __slots__ = ("id", "name", "kind", "entry", "label", "priority", "fn", "args", "budget_s", "hard_deadline",
-                 "deadline", "memory_limit", "breaker", "permit", "deps", "dependents", "pending", "chain",
+                 "deadline", "memory_limit", "guarded", "breaker", "permit", "deps", "dependents", "pending", "chain",
                  "on_done", "info", "state", "ran", "cancelled", "result", "error", "ready_at", "started",
                  "finished", "timed", "tkey", "_once", "_event")
 
@@ -33,7 +37,7 @@ class Task:
                  label: str = "", priority: int = NORMAL, budget_s: float | None = None,
                  deadline: float | None = None, memory_limit: int | None = None, breaker: Breaker | None = None,
                  deps: Sequence[Task] = (), on_done: Callable[[Task], None] | None = None,
-                 info: Any = None) -> None:
+                 info: Any = None, guarded: bool = True) -> None:
         if budget_s is None and deadline is None:
             raise ValueError("a task needs a budget or a deadline")
         if priority not in (CORE, NORMAL, LOW):
@@ -46,6 +50,7 @@ class Task:
         self.budget_s, self.hard_deadline = budget_s, deadline
         self.deadline = _INF
         self.memory_limit = memory_limit
+        self.guarded = guarded
         self.breaker, self.permit = breaker, 0
         self.deps: tuple[Task, ...] = tuple(deps)
         self.dependents: list[Task] = []

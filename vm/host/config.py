@@ -7,6 +7,8 @@ naming it. docs/config.md is the reference for users; ``OPTIONS`` is what it doc
 from __future__ import annotations
 
 import difflib
+import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -16,8 +18,18 @@ from vm.errors import BadInput
 from vm.ml.profile import DeviceProfile
 
 
-def _opt(default: Any, lo: float | None = None, hi: float | None = None, doc: str = "") -> Any:
-    return field(default=default, metadata={"range": (lo, hi), "doc": doc})
+def _opt(default: Any, lo: float | None = None, hi: float | None = None, doc: str = "",
+         choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"range": (lo, hi), "doc": doc, "choices": choices})
+
+
+def can_isolate() -> bool:
+    """Whether this OS can run workers as processes (fork, and Unix socket pairs with message
+    boundaries for the zygote's control channel)."""
+    return hasattr(os, "fork") and hasattr(socket, "SOCK_SEQPACKET") and hasattr(socket, "send_fds")
+
+
+ISOLATION_MODES = ("process", "thread")
 
 
 @dataclass(frozen=True)
@@ -26,15 +38,24 @@ class Config:
 
     keys: DeviceKeys = field(metadata={"doc": "device keyring: a keygen directory, a device.json path, its "
                                               "bytes, or {\"verify\": [...], \"decrypt\": [...]}"})
+    isolation: str = _opt("process" if can_isolate() else "thread",
+                          doc="'process': each bundle runs in locked-down worker processes forked from a zygote "
+                              "(the default where the OS can fork); 'thread': in this process (hosts that cannot "
+                              "spawn processes)", choices=ISOLATION_MODES)
     deadline_ms: int = _opt(50, 1, 3_600_000, "default deadline of an inference, from the call to its answer")
     load_deadline_ms: int = _opt(5000, 1, 3_600_000, "deadline for running a bundle's module top levels at load")
-    workers: int = _opt(2, 1, 64, "worker threads of the core queue")
+    workers: int | None = _opt(None, 1, 64, "calls of one bundle that run at once: worker processes per bundle "
+                                            "(process mode, default 1) or core worker threads (thread mode, "
+                                            "default 2)")
+    spare_workers: int = _opt(1, 0, 16, "process mode: warm spare workers per bundle, ready to replace a lost one "
+                                        "at once (each costs a worker's memory)")
     normal_workers: int = _opt(1, 1, 64, "worker threads of the normal queue")
     low_workers: int = _opt(1, 1, 64, "worker threads of the low queue")
-    memory_limit_mb: int = _opt(256, 1, 1 << 20, "memory budget of one script call")
+    memory_limit_mb: int = _opt(256, 1, 1 << 20, "memory budget of one script call; in process mode also what a "
+                                                 "worker may allocate beyond its size when it locked down")
     memory_guard: bool = _opt(True, doc="enforce memory_limit_mb (off: no per-call budget)")
     max_bundle_bytes: int = _opt(64 << 20, 1024, 1 << 34, "largest bundle accepted")
-    max_input_bytes: int = _opt(16 << 20, 16, 1 << 32, "largest msgpack input or event accepted")
+    max_input_bytes: int = _opt(16 << 20, 16, 1 << 31, "largest msgpack input, event or result")
     grace_ms: int = _opt(50, 1, 60_000, "how long past its deadline a call may run before its worker is retired")
     max_stuck_workers: int = _opt(4, 0, 64, "retired (stuck) worker threads replaced before new ones stop")
     queue_size: int = _opt(1024, 1, 1 << 20, "accepted, not yet started tasks per queue")
@@ -56,6 +77,11 @@ class Config:
         """The per-call memory budget in bytes."""
         return self.memory_limit_mb << 20
 
+    @property
+    def parallel(self) -> int:
+        """``workers`` with the mode's default applied."""
+        return self.workers or (1 if self.isolation == "process" else 2)
+
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any] | None) -> Config:
         """Validate ``doc``; every option but ``keys`` has a default."""
@@ -72,22 +98,30 @@ class Config:
         for f in fields(cls):
             if f.name == "keys" or f.name not in doc:
                 continue
-            values[f.name] = _check(f.name, doc[f.name], f.default, f.metadata.get("range", (None, None)))
+            values[f.name] = _check(f.name, doc[f.name], f.default, f.metadata)
+        if values.get("isolation") == "process" and not can_isolate():
+            raise BadInput("config 'isolation': 'process' is not available on this OS; use 'thread'")
         return cls(**values)
 
 
-def _check(name: str, value: Any, default: Any, bounds: tuple[float | None, float | None]) -> Any:
+def _check(name: str, value: Any, default: Any, meta: Mapping[str, Any]) -> Any:
     if name == "device_profile":
         return DeviceProfile.from_config(value)
     if name == "log":
         if value is not None and not callable(value):
             raise BadInput("config 'log' must be a callable log(bundle, line) or None")
         return value
+    if meta.get("choices"):
+        if value not in meta["choices"]:
+            raise BadInput(f"config {name!r} must be one of {', '.join(map(repr, meta['choices']))}, got {value!r}")
+        return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise BadInput(f"config {name!r} must be true or false, got {value!r}")
         return value
-    lo, hi = bounds
+    if default is None and value is None:
+        return None
+    lo, hi = meta.get("range", (None, None))
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
         raise BadInput(f"config {name!r} must be a number in [{lo}, {hi}], got {value!r}")
     return int(value)

@@ -6,8 +6,9 @@
     rt.close()
 
 The facade over the subsystems: the loader (``vm.bundle.loader``) turns bundle bytes into a trusted
-bundle, a ``BundleInstance`` (``vm.sandbox.instance``) makes it runnable, and every call is a task on
-one of three priority queues (``vm.execution.scheduler``: deadlines, circuit breakers, metrics);
+bundle; in process mode (the default) a pool of locked-down worker processes runs it
+(``vm.isolation``), in thread mode a ``BundleInstance`` (``vm.sandbox.instance``) in this process. Every
+call is a task on one of three priority queues (``vm.execution.scheduler``: deadlines, circuit breakers, metrics);
 tracked events start the tasks a bundle's triggers configure (``vm.execution.triggers``,
 docs/scheduler.md). Inputs and results cross as msgpack (``vm.wire``, the C API's wire format); the
 Python API packs and unpacks around the same path, so both see identical values and errors. Every
@@ -36,6 +37,8 @@ from vm.execution.tasks import Task
 from vm.execution.triggers import TriggerIndex
 from vm.guard import _guard
 from vm.host.config import Config
+from vm.isolation.pool import Pool
+from vm.isolation.supervisor import Supervisor
 from vm.sandbox.instance import BundleInstance
 
 log = logging.getLogger("edgevm")
@@ -48,9 +51,30 @@ def _memory_guard_supported() -> bool:
 
 @dataclass
 class _Loaded:
+    """A loaded bundle and what runs it: a pool of worker processes, or an instance in this process."""
+
     bundle: loader.TrustedBundle
-    instance: BundleInstance
+    instance: BundleInstance | None = None
+    pool: Pool | None = None
     routes: list[tuple[str, str]] = field(default_factory=list)
+
+    def task(self, op: str, business: str, payload: bytes, *, deps: list[Task] = (),  # type: ignore[assignment]
+             used: tuple[tuple[str, bytes], ...] = (), memory_limit: int | None, **kw: Any) -> Task:
+        """A task running ``op`` (``invoke``, ``step``, ``warm``) of this bundle."""
+        if self.pool is not None:
+            return Task(_pool_call, self.pool, op, business, payload, deps, used, kw.get("label", ""), deps=deps,
+                        guarded=False, **kw)
+        inst = self.instance
+        assert inst is not None
+        if op == "invoke":
+            return Task(inst.invoke, business, payload, memory_limit=memory_limit, **kw)
+        if op == "step":
+            return Task(_run_step, inst, business, payload, deps, used, memory_limit=memory_limit, deps=deps, **kw)
+        return Task(inst.warm, memory_limit=memory_limit, deps=deps, **kw)
+
+    def retire(self) -> None:
+        if self.pool is not None:
+            self.pool.retire()
 
 
 class Runtime:
@@ -60,12 +84,14 @@ class Runtime:
         cfg = config if isinstance(config, Config) else Config.from_dict(config)
         self.config = cfg
         self._memory_limit = cfg.memory_limit if cfg.memory_guard and _memory_guard_supported() else 0
-        if self._memory_limit:
+        self._sup = Supervisor() if cfg.isolation == "process" else None  # the zygote starts in the background
+        if self._memory_limit and self._sup is None:
             _guard.memory_install()
         self._script_log: Callable[[str, str], None] = cfg.log or (
             lambda bundle, line: logging.getLogger(f"edgevm.script.{bundle}").info("%s", line))
         self._sched = Scheduler(
-            workers=(cfg.workers, cfg.normal_workers, cfg.low_workers), queue_size=cfg.queue_size,
+            workers=(cfg.parallel if self._sup is None else 2, cfg.normal_workers, cfg.low_workers),
+            queue_size=cfg.queue_size,
             grace_s=cfg.grace_ms / 1000, max_stuck=cfg.max_stuck_workers,
             breakers=Breakers(BreakerConfig(failures=cfg.breaker_failures,
                                             cooldown_s=cfg.breaker_cooldown_ms / 1000,
@@ -95,15 +121,51 @@ class Runtime:
         bundle = loader.open_bundle(data, self.config.keys, max_size=self.config.max_bundle_bytes)
         downgrade_ok = self.config.allow_downgrade if allow_downgrade is None else allow_downgrade
         self._check_version(bundle, downgrade_ok)  # fail fast, before models and scripts load
-        name = bundle.name
-        instance = BundleInstance(bundle, self._load_models(bundle), log=lambda line: self._script_log(name, line))
         deadline = time.monotonic() + self.config.load_deadline_ms / 1000
+        loaded = self._start_pool(bundle, deadline) if self._sup is not None else self._instance(bundle, deadline)
+        try:
+            old = self._install(loaded, downgrade_ok)
+        except BaseException:
+            loaded.retire()
+            raise
+        if old is not None:
+            old.retire()  # its calls in flight finish on its workers, which then exit
+        log.info("loaded bundle %s %s (%d modules, %d models, %s)", bundle.name, bundle.version, len(bundle.codes),
+                 len(bundle.models), self.config.isolation)
+        return self._info(loaded)
+
+    def _instance(self, bundle: loader.TrustedBundle, deadline: float) -> _Loaded:
+        """Thread mode: the bundle runs in this process; its module top levels run as core tasks."""
+        name = bundle.name
+        instance = BundleInstance(bundle, self._load_models(bundle), log=lambda line: self._script_log(name, line),
+                                  max_result=self.config.max_input_bytes)
         for business, spec in bundle.manifest.entries.items():
             self._sched.call(Task(instance.resolve, business, kind="load", entry=name,
                                   label=f"loading {name} ({spec})", priority=CORE, deadline=deadline,
                                   memory_limit=self._memory_limit or None))
-        loaded = _Loaded(bundle=bundle, instance=instance)
-        system = bundle.manifest.system
+        return _Loaded(bundle=bundle, instance=instance)
+
+    def _start_pool(self, bundle: loader.TrustedBundle, deadline: float) -> _Loaded:
+        """Process mode: the bundle's worker pool, every worker loaded and locked down."""
+        assert self._sup is not None
+        cfg = self.config
+        name = bundle.name
+        pool = Pool(self._sup, bundle, size=cfg.parallel, spares=cfg.spare_workers, grace_s=cfg.grace_ms / 1000,
+                    max_frame=cfg.max_input_bytes + 4096, on_log=lambda line: self._script_log(name, line),
+                    settings={"memory_limit": self._memory_limit, "process_memory": cfg.memory_limit,
+                              "cpu_seconds": max(1, round(cfg.grace_ms / 1000 + 5)), "grace_s": cfg.grace_ms / 1000,
+                              "profile": cfg.device_profile.to_config(), "max_result": cfg.max_input_bytes,
+                              "load_timeout_s": cfg.load_deadline_ms / 1000})
+        pool.start(deadline)
+        with self._lock:
+            active = sum(b.pool.size for b in self._bundles.values() if b.pool is not None and b.bundle.name != name)
+        self._sched.ensure_workers(CORE, 2 + active + pool.size)
+        return _Loaded(bundle=bundle, pool=pool)
+
+    def _install(self, loaded: _Loaded, downgrade_ok: bool) -> _Loaded | None:
+        """The version check and the route swap, in one critical section; the replaced bundle."""
+        bundle = loaded.bundle
+        name, system = bundle.name, bundle.manifest.system
         with self._lock:
             self._check_open()
             self._check_version(bundle, downgrade_ok, locked=True)
@@ -119,9 +181,7 @@ class Runtime:
                 self._routes[(system, business)] = (loaded, business)
                 loaded.routes.append((system, business))
             self._bundles[name] = loaded
-        log.info("loaded bundle %s %s (%d modules, %d models)", name, bundle.version, len(bundle.codes),
-                 len(instance.sessions))
-        return self._info(loaded)
+        return old
 
     def _read(self, source: str | os.PathLike | bytes) -> bytes:
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -160,6 +220,7 @@ class Runtime:
                 raise NotFound(f"no bundle named {name!r} is loaded")
             for route in loaded.routes:
                 self._routes.pop(route, None)
+        loaded.retire()
 
     def bundles(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -169,7 +230,7 @@ class Runtime:
     def _info(loaded: _Loaded) -> dict[str, Any]:
         b = loaded.bundle
         return {"name": b.name, "version": b.version, "system": b.manifest.system,
-                "entries": sorted(b.manifest.entries), "models": sorted(loaded.instance.sessions),
+                "entries": sorted(b.manifest.entries), "models": sorted(b.models),
                 "modules": sorted(b.codes), "sign_key_id": b.header.sign_key_id}
 
     # -- running -----------------------------------------------------------------------------
@@ -216,10 +277,10 @@ class Runtime:
             raise BadInput("deadline_ms must be a positive number")
         b = loaded.bundle
         label = f"{system}/{business}"
-        return Task(loaded.instance.invoke, business, bytes(payload), kind="infer", entry=label, label=label,
-                    priority=parse_priority(priority), budget_s=budget / 1000,
-                    memory_limit=self._memory_limit or None,
-                    breaker=self._sched.breakers.get(b.name, business, b.version))
+        return loaded.task("invoke", business, bytes(payload), kind="infer", entry=label, label=label,
+                           priority=parse_priority(priority), budget_s=budget / 1000,
+                           memory_limit=self._memory_limit or None,
+                           breaker=self._sched.breakers.get(b.name, business, b.version))
 
     # -- event triggers ----------------------------------------------------------------------
     def set_listener(self, callback: Callable[[dict[str, Any]], None] | None) -> None:
@@ -294,13 +355,12 @@ class Runtime:
                 budget_s=budget_ms / 1000, memory_limit=self._memory_limit or None,
                 deps=[tasks[d] for d in spec.after], on_done=self._event_done, info=info)
             if spec.business is None:
-                tasks[spec.name] = Task(loaded.instance.warm, entry=f"{b.name}:models", **common)
+                tasks[spec.name] = loaded.task("warm", "", b"", entry=f"{b.name}:models", **common)
                 continue
             used = tuple((u, kept[(b.name, u)]) for u in spec.uses if (b.name, u) in kept)
-            tasks[spec.name] = Task(
-                _run_step, loaded.instance, spec.business, payload, common["deps"], used,
-                entry=f"{system}/{spec.business}", breaker=self._sched.breakers.get(b.name, spec.business, b.version),
-                **common)
+            tasks[spec.name] = loaded.task(
+                "step", spec.business, payload, used=used, entry=f"{system}/{spec.business}",
+                breaker=self._sched.breakers.get(b.name, spec.business, b.version), **common)
         chain_ms = specs[-1].chain_deadline_ms or total_ms
         return self._sched.submit(list(tasks.values()), chain_deadline=time.monotonic() + chain_ms / 1000)
 
@@ -326,7 +386,17 @@ class Runtime:
         snap = self._sched.snapshot()
         snap["triggers"] = {"rules": cache[1].rules if cache else 0}
         snap["kept_features"] = len(self._kept)
+        snap["isolation"] = self._isolation_stats()
         return snap
+
+    def _isolation_stats(self) -> dict[str, Any]:
+        if self._sup is None:
+            return {"mode": "thread"}
+        with self._lock:
+            pools = {f"{b.bundle.name} {b.bundle.version}": b.pool.stats() for b in self._bundles.values()
+                     if b.pool is not None}
+        return {"mode": "process", "zygote_pid": self._sup.zygote_pid, "workers_spawned": self._sup.spawned,
+                "pools": pools}
 
     def stats(self) -> dict[str, Any]:
         return {"bundles": len(self._bundles), "routes": len(self._routes), **self._sched.stats()}
@@ -337,9 +407,17 @@ class Runtime:
             if self._closed:
                 return
             self._closed = True
+            loaded = list(self._bundles.values())
             self._bundles.clear()
             self._routes.clear()
+        for b in loaded:
+            b.retire()
         self._sched.close(self.config.close_timeout_ms / 1000)
+        if self._sup is not None:
+            for b in loaded:
+                if b.pool is not None:
+                    b.pool.close(0)
+            self._sup.close()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -350,6 +428,12 @@ class Runtime:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pool_call(deadline: float, pool: Pool, op: str, business: str, payload: bytes, deps: list[Task],
+               kept: tuple[tuple[str, bytes], ...], label: str) -> bytes:
+    """A task's work in the bundle's worker pool (process mode)."""
+    return pool.call(deadline, op, business, payload, [*kept, *((d.name, d.result) for d in deps)], label=label)
 
 
 def _run_step(instance: BundleInstance, business: str, payload: bytes, deps: list[Task],

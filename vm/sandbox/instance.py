@@ -12,7 +12,7 @@ from typing import Any
 
 from vm import wire
 from vm.bundle.loader import TrustedBundle
-from vm.errors import NotFound, ScriptError
+from vm.errors import NotFound, ResourceExhausted, ScriptError
 from vm.sandbox import edge
 from vm.sandbox.report import call_script
 from vm.sandbox.sandbox import Sandbox, prepare_thread
@@ -23,9 +23,11 @@ class BundleInstance:
     (``vm.ml.models.load_models``), created by the caller where it pleases (in a worker process:
     before the lockdown)."""
 
-    def __init__(self, bundle: TrustedBundle, sessions: dict[str, Any], log: Callable[[str], None]) -> None:
+    def __init__(self, bundle: TrustedBundle, sessions: dict[str, Any], log: Callable[[str], None], *,
+                 max_result: int) -> None:
         self.bundle = bundle
         self.sessions = sessions
+        self.max_result = max_result
         self.sandbox = Sandbox(
             bundle.codes, bundle.packages,
             edge=lambda: edge.build(bundle_name=bundle.name, bundle_version=bundle.version, sessions=sessions,
@@ -86,7 +88,10 @@ class BundleInstance:
             raise NotFound(f"bundle {self.bundle.name}: entry {business!r} is not resolved")
         prepare_thread()
         result = call_script(self.bundle.files, fn, inputs)
-        return call_script(self.bundle.files, _encode_result, result)
+        data = call_script(self.bundle.files, _encode_result, result)
+        if len(data) > self.max_result:
+            raise ResourceExhausted(f"the entry's result of {len(data)} bytes exceeds the limit of {self.max_result}")
+        return data
 
 
 def _encode_result(result: Any) -> bytes:

@@ -1,0 +1,370 @@
+"""A bundle's worker pool: ``size`` worker processes that serve its calls one at a time each, plus
+warm spares that replace a worker the moment it is lost.
+
+A call takes an idle worker, sends it the request with the call's deadline, and reads its reply
+as hostile input (``vm.isolation.channel``). The worker stops Python-level overruns itself, at the
+deadline (its own watchdog). One that has not answered by the deadline is overdue: a spare takes
+its place for the next calls at once, and if it has not answered by the deadline plus ``grace_s``
+it is stuck in C code and is killed (if it answers in time, it becomes the spare). A worker that dies (a signal, an exit, a resource limit), or sends anything
+but a well-formed reply, is killed and the call fails with ``Crashed``; a spare takes its place and
+a maintenance thread starts a new spare. Workers that keep failing to start are restarted with an
+exponential backoff, never in a tight loop.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vm.bundle import loader
+from vm.errors import ALL_ERRORS, Closed, Crashed, EdgeError, Timeout
+from vm.isolation.channel import Channel, ChannelClosed, ChannelError, ChannelTimeout
+from vm.isolation.supervisor import Supervisor, describe_exit
+
+log = logging.getLogger("edgevm.isolation")
+
+_BY_CODE = {cls.code: cls for cls in ALL_ERRORS if cls is not Crashed}
+STARTING, IDLE, BUSY, OVERDUE, SPARE, DEAD = "starting", "idle", "busy", "overdue", "spare", "dead"
+MAX_BACKOFF_S = 60.0
+EXIT_WAIT_S = 1.0  # how long a call that lost its worker waits to learn how it died
+
+
+class _Worker:
+    __slots__ = ("pid", "chan", "state", "status", "exited", "retire")
+
+    def __init__(self, pid: int, chan: Channel) -> None:
+        self.pid = pid
+        self.chan = chan
+        self.state = STARTING
+        self.status: int | None = None
+        self.exited = threading.Event()
+        self.retire = False
+
+
+class Pool:
+    """The worker processes of one loaded bundle (thread-safe)."""
+
+    def __init__(self, supervisor: Supervisor, bundle: loader.TrustedBundle, *, size: int, spares: int,
+                 settings: dict[str, Any], grace_s: float, max_frame: int,
+                 on_log: Callable[[str], None]) -> None:
+        self.sup = supervisor
+        self.name = f"{bundle.name} {bundle.version}"
+        self.size, self.spares = size, spares
+        self._export = loader.export(bundle)
+        self._settings = settings
+        self._grace_s = grace_s
+        self._max_frame = max_frame
+        self._on_log = on_log
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._workers: list[_Worker] = []
+        self._idle: deque[_Worker] = deque()
+        self._spare: list[_Worker] = []
+        self._starting = 0
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._failures = 0        # consecutive workers that failed to start
+        self._retry_at = 0.0
+        self.counts = {"started": 0, "crashed": 0, "killed": 0, "invalid_replies": 0, "start_failures": 0}
+        self._maint = threading.Thread(target=self._maintain, name=f"edgevm-pool-{bundle.name}", daemon=True)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self, deadline: float) -> None:
+        """Start ``size`` workers and wait until every one has loaded the bundle; then the spares
+        start in the background. A load error (the module top level raised, timed out...) is raised
+        as the typed error the worker reported, and every worker is stopped."""
+        pending = []
+        try:
+            for _ in range(self.size):
+                pending.append(self._launch(deadline))
+            for w in pending:
+                self._await_ready(w, deadline)
+        except BaseException:
+            for w in pending:
+                self._drop(w, kill=True)
+            raise
+        with self._cond:
+            for w in pending:
+                w.state = IDLE
+                self._workers.append(w)
+                self._idle.append(w)
+        self._maint.start()
+
+    def retire(self) -> None:
+        """Stop taking calls: idle workers and spares exit now, busy ones after their call."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            idle = list(self._idle) + self._spare
+            self._idle.clear()
+            self._spare.clear()
+            for w in self._workers:
+                w.retire = True
+            for w in idle:
+                w.state = DEAD
+            self._cond.notify_all()
+        for w in idle:
+            self._dismiss(w)
+
+    def close(self, timeout_s: float) -> None:
+        """``retire``, wait up to ``timeout_s`` for calls in flight, then kill what is left."""
+        self.retire()
+        end = time.monotonic() + timeout_s
+        with self._cond:
+            while any(w.state == BUSY for w in self._workers) and time.monotonic() < end:
+                self._cond.wait(max(end - time.monotonic(), 0.001))
+            left = [w for w in self._workers if w.state != DEAD]
+        for w in left:
+            self.sup.kill(w.pid)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            states = [w.state for w in self._workers]
+            return {"workers": len(states), "idle": states.count(IDLE), "busy": states.count(BUSY),
+                    "spares": len(self._spare), "starting": self._starting, "pids": [w.pid for w in self._workers],
+                    **self.counts}
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def call(self, deadline: float, op: str, business: str, payload: bytes,
+             features: Sequence[tuple[str, bytes]] = (), *, label: str) -> bytes:
+        """Run ``op`` (``invoke``, ``step``, ``warm``) in a worker; its result, or its typed error."""
+        w = self._acquire(deadline, label)
+        cid = next(self._ids)
+        limit = deadline
+        try:
+            w.chan.send("call", cid, op, business, payload, deadline, [list(f) for f in features])
+            while True:
+                try:
+                    msg = w.chan.recv(limit)
+                except ChannelTimeout:
+                    if limit > deadline:
+                        raise
+                    self._overdue(w)
+                    limit = deadline + self._grace_s
+                    continue
+                kind = msg[0]
+                if kind == "log" and len(msg) == 2 and isinstance(msg[1], str):
+                    self._on_log(msg[1])
+                    continue
+                if kind == "ok" and len(msg) == 3 and msg[1] == cid and isinstance(msg[2], bytes):
+                    self._release(w)
+                    return msg[2]
+                if kind == "error" and len(msg) == 5 and msg[1] == cid:
+                    error = _error(msg[2], msg[3], msg[4])
+                    self._release(w)
+                    raise error
+                raise ChannelError("the worker sent a frame that is not a reply to this call")
+        except ChannelTimeout:
+            self.counts["killed"] += 1
+            self._lose(w, kill=True)
+            raise Timeout(f"{label} did not finish before its deadline; its worker process was killed") from None
+        except ChannelError as exc:
+            self._lose(w, kill=True)
+            if not isinstance(exc, ChannelClosed):
+                self.counts["invalid_replies"] += 1
+                raise Crashed(f"{label}: the worker process broke the protocol ({exc}) and was killed") from None
+            w.exited.wait(EXIT_WAIT_S)
+            self.counts["crashed"] += 1
+            raise Crashed(f"{label}: the worker process {describe_exit(w.status)} during the call") from None
+
+    def _acquire(self, deadline: float, label: str) -> _Worker:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise Closed(f"{label}: bundle {self.name} was unloaded or replaced")
+                if self._idle:
+                    w = self._idle.popleft()
+                    w.state = BUSY
+                    return w
+                if not self._workers and not self._spare and not self._starting and time.monotonic() < self._retry_at:
+                    raise Crashed(f"{label}: the worker processes of bundle {self.name} keep failing to start; "
+                                  f"next attempt in {self._retry_at - time.monotonic():.1f} s")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout(f"{label} waited for a worker process past its deadline")
+                self._cond.wait(left)
+
+    def _overdue(self, w: _Worker) -> None:
+        """``w`` missed its call's deadline: a spare serves the next calls in its place."""
+        with self._cond:
+            if w.state != BUSY:
+                return
+            w.state = OVERDUE
+            self._workers.remove(w)
+            self._promote()
+            self._cond.notify_all()
+
+    def _promote(self) -> None:
+        """A spare becomes an active worker (lock held)."""
+        if self._spare and not self._closed and len(self._workers) < self.size:
+            spare = self._spare.pop()
+            spare.state = IDLE
+            self._workers.append(spare)
+            self._idle.append(spare)
+
+    def _release(self, w: _Worker) -> None:
+        with self._cond:
+            if w.state not in (BUSY, OVERDUE):
+                return
+            dismiss = w.retire or self._closed
+            if dismiss:
+                if w in self._workers:
+                    self._workers.remove(w)
+            elif w.state == BUSY:
+                self._idle.append(w)
+            elif len(self._workers) < self.size:  # an overdue worker that answered after all
+                self._workers.append(w)
+                self._idle.append(w)
+            elif len(self._spare) < self.spares:
+                self._spare.append(w)
+            else:
+                dismiss = True
+            w.state = DEAD if dismiss else (SPARE if w in self._spare else IDLE)
+            self._cond.notify_all()
+        if dismiss:
+            self._dismiss(w)
+
+    def _lose(self, w: _Worker, *, kill: bool) -> None:
+        """``w`` is gone or must go: kill it, promote a spare, and let maintenance start another."""
+        if kill:
+            self.sup.kill(w.pid)
+        with self._cond:
+            if w.state == DEAD:
+                return
+            was = w.state
+            w.state = DEAD
+            if w in self._workers:
+                self._workers.remove(w)
+            if w in self._spare:
+                self._spare.remove(w)
+            if w in self._idle:
+                self._idle.remove(w)
+            if was != SPARE:
+                self._promote()
+            self._cond.notify_all()
+        w.chan.close()
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def _launch(self, deadline: float) -> _Worker:
+        pid, sock = self.sup.spawn(deadline)
+        w = _Worker(pid, Channel(sock, max_frame=self._max_frame))
+        self.sup.watch(pid, lambda status, w=w: self._exited(w, status))
+        self.counts["started"] += 1
+        try:
+            w.chan.send("load", self._export, {**self._settings, "load_deadline": deadline})
+        except ChannelError:
+            pass  # it died already: _await_ready reports how
+        return w
+
+    def _await_ready(self, w: _Worker, deadline: float) -> None:
+        try:
+            while True:
+                msg = w.chan.recv(deadline)
+                if msg[0] == "log" and len(msg) == 2 and isinstance(msg[1], str):
+                    self._on_log(msg[1])
+                    continue
+                if msg[0] == "ready":
+                    return
+                if msg[0] == "error" and len(msg) == 5:
+                    raise _error(msg[2], msg[3], msg[4])
+                raise ChannelError("the worker sent something else than ready or an error")
+        except ChannelTimeout:
+            raise Timeout(f"loading bundle {self.name} in a worker process did not finish before its deadline") \
+                from None
+        except ChannelError:
+            w.exited.wait(EXIT_WAIT_S)
+            raise Crashed(f"the worker process loading bundle {self.name} {describe_exit(w.status)}") from None
+
+    def _drop(self, w: _Worker, *, kill: bool) -> None:
+        if kill:
+            self.sup.kill(w.pid)
+        w.state = DEAD
+        w.chan.close()
+
+    def _dismiss(self, w: _Worker) -> None:
+        """Ask an idle worker to exit (it is killed if it cannot take the message)."""
+        try:
+            w.chan.send("exit")
+        except ChannelError:
+            self.sup.kill(w.pid)
+        w.state = DEAD
+        w.chan.close()
+
+    def _exited(self, w: _Worker, status: int | None) -> None:
+        """Monitor thread: worker ``w`` exited."""
+        w.status = status
+        w.exited.set()
+        with self._cond:
+            gone = w.state in (IDLE, SPARE)
+        if gone:  # died between calls: nobody is waiting on it
+            self.counts["crashed"] += 1
+            log.warning("worker process %d of bundle %s %s while idle", w.pid, self.name, describe_exit(status))
+            self._lose(w, kill=False)
+        with self._cond:
+            self._cond.notify_all()
+
+    def _maintain(self) -> None:
+        """Keep ``size`` workers and ``spares`` spares, with a backoff for workers that fail to start."""
+        while True:
+            with self._cond:
+                while not self._closed and (len(self._workers) + self._starting >= self.size
+                                            and len(self._spare) >= self.spares
+                                            or time.monotonic() < self._retry_at):
+                    wait = self._retry_at - time.monotonic() if time.monotonic() < self._retry_at else None
+                    self._cond.wait(wait)
+                if self._closed:
+                    return
+                self._starting += 1
+            deadline = time.monotonic() + float(self._settings["load_timeout_s"])
+            w = None
+            try:
+                w = self._launch(deadline)
+                self._await_ready(w, deadline)
+            except EdgeError as exc:
+                if w is not None:
+                    self._drop(w, kill=True)
+                with self._cond:
+                    self._starting -= 1
+                    if self._closed:
+                        return
+                    self._failures += 1
+                    self.counts["start_failures"] += 1
+                    backoff = min(0.05 * 2 ** self._failures, MAX_BACKOFF_S)
+                    self._retry_at = time.monotonic() + backoff
+                    self._cond.notify_all()
+                log.warning("a worker process of bundle %s failed to start (%s); retrying in %.2f s",
+                            self.name, exc, backoff)
+                continue
+            with self._cond:
+                self._starting -= 1
+                self._failures = 0
+                if self._closed:
+                    retire = True
+                elif len(self._workers) < self.size:
+                    retire = False
+                    w.state = IDLE
+                    self._workers.append(w)
+                    self._idle.append(w)
+                else:
+                    retire = False
+                    w.state = SPARE
+                    self._spare.append(w)
+                self._cond.notify_all()
+            if retire:
+                self._dismiss(w)
+
+
+def _error(code: Any, message: Any, detail: Any) -> EdgeError:
+    """The typed error a worker reported, checked like any other input from it."""
+    cls = _BY_CODE.get(code) if isinstance(code, int) and not isinstance(code, bool) else None
+    if cls is None or not isinstance(message, str) or not isinstance(detail, dict):
+        raise ChannelError("the worker sent a malformed error")
+    return cls(message[:8192], detail=detail)

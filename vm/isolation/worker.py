@@ -1,0 +1,133 @@
+"""A worker process: one bundle, locked down, computing only.
+
+Forked from the zygote with one socket, its channel to the supervisor. It receives its bundle (the
+parts the supervisor's loader verified, decrypted and checked: the worker never sees a key), creates
+the model sessions and the bundle's sandbox, starts its watchdog thread, and then locks itself down
+(``vm.isolation.lockdown``: no fds but the channel, an empty environment, rlimits, no new privileges,
+a seccomp allowlist) before any script code runs: the module top levels run after the lockdown. Then
+it answers calls, one at a time, each under the call's deadline and memory budget, as in thread mode
+(``vm.execution.executor``), so both modes give the same results and errors.
+
+Frames (``vm.isolation.channel``):
+    supervisor -> worker   ["load", bundle, settings], ["call", id, op, business, payload, deadline,
+                           features], ["exit"]
+    worker -> supervisor   ["ready", info] | ["error", 0, code, message, detail] after load;
+                           ["ok", id, result] | ["error", id, code, message, detail] per call;
+                           ["log", line] at any time (script output)
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+from vm import wire
+from vm.bundle import loader
+from vm.errors import EdgeError, Internal
+from vm.execution.executor import execute
+from vm.execution.watchdog import Watchdog
+from vm.guard import _guard
+from vm.isolation import lockdown
+from vm.isolation.channel import Channel, ChannelError
+from vm.ml.profile import DeviceProfile
+from vm.sandbox.instance import BundleInstance
+
+MAX_LOG_LINES = 200   # per call (and during the load)
+MAX_LOG_CHARS = 2000  # per line
+
+
+class _Log:
+    """Script output forwarded to the supervisor, capped per call."""
+
+    def __init__(self, chan: Channel) -> None:
+        self.chan = chan
+        self.left = MAX_LOG_LINES
+        self.dropped = 0
+
+    def __call__(self, line: str) -> None:
+        if self.left <= 0:
+            self.dropped += 1
+            return
+        self.left -= 1
+        self.chan.send("log", line[:MAX_LOG_CHARS])
+
+    def reset(self) -> None:
+        if self.dropped:
+            self.chan.send("log", f"[edgevm: {self.dropped} more line(s) of output dropped]")
+        self.left, self.dropped = MAX_LOG_LINES, 0
+
+
+def _detail(error: EdgeError) -> dict[str, Any]:
+    """The error's detail as plain data (it crosses the channel)."""
+    try:
+        wire.encode(error.detail)
+        return dict(error.detail)
+    except EdgeError:
+        return {}
+
+
+def serve(fd: int) -> int:
+    """Run the worker on channel ``fd``; the process's exit code."""
+    chan = Channel(socket.socket(fileno=fd), max_frame=(1 << 31) - 1)  # the supervisor is trusted
+    try:
+        msg = chan.recv()
+    except ChannelError:
+        return 0
+    if msg[0] != "load" or len(msg) != 3:
+        return 70
+    _, bundle_doc, settings = msg
+    log = _Log(chan)
+    memory_limit = int(settings["memory_limit"]) or None
+    if memory_limit:
+        _guard.memory_install()
+    try:
+        bundle = loader.restore(bundle_doc)
+        sessions: dict[str, Any] = {}
+        if bundle.models:
+            from vm.ml import models
+
+            sessions = models.load_models(bundle.models, DeviceProfile.from_config(settings["profile"]))
+        instance = BundleInstance(bundle, sessions, log=log, max_result=int(settings["max_result"]))
+    except EdgeError as exc:
+        chan.send("error", 0, exc.code, exc.message, _detail(exc))
+        return 0
+    watchdog = Watchdog(grace_s=float(settings["grace_s"]))
+    applied = lockdown.apply(keep_fds=(fd,), data_budget=int(settings["process_memory"]),
+                             cpu_seconds=int(settings["cpu_seconds"]))
+    deadline = float(settings["load_deadline"])
+    for business in sorted(bundle.manifest.entries):
+        _, error = execute(watchdog, deadline, instance.resolve, (business,), memory_limit=memory_limit,
+                           label=f"loading {bundle.name} ({bundle.manifest.entries[business]})")
+        if error is not None:
+            log.reset()
+            chan.send("error", 0, error.code, error.message, _detail(error))
+            return 0
+    log.reset()
+    chan.send("ready", {"pid": os.getpid(), "lockdown": applied})
+    ops = {"invoke": instance.invoke, "step": instance.step, "warm": lambda business, payload: instance.warm()}
+    cpu_slack = int(settings["cpu_seconds"])
+    while True:
+        try:
+            msg = chan.recv()
+        except ChannelError:
+            return 0
+        if msg[0] == "exit":
+            return 0
+        if msg[0] != "call" or len(msg) != 7:
+            return 70
+        _, cid, op, business, payload, deadline, features = msg
+        fn = ops.get(op)
+        if fn is None:
+            chan.send("error", cid, Internal.code, f"unknown operation {op!r}", {})
+            continue
+        args = (business, payload, [tuple(f) for f in features]) if op == "step" else (business, payload)
+        if cpu_slack:
+            lockdown.set_cpu_limit(int(time.process_time() + max(deadline - time.monotonic(), 0.0)) + cpu_slack)
+        result, error = execute(watchdog, float(deadline), fn, args, memory_limit=memory_limit,
+                                label=f"{bundle.manifest.system}/{business}" if op != "warm" else f"{bundle.name}:models")
+        log.reset()
+        if error is not None:
+            chan.send("error", cid, error.code, error.message, _detail(error))
+        else:
+            chan.send("ok", cid, result)
