@@ -120,16 +120,18 @@ kill_stop_current(void)
 }
 
 /* A timeout the watchdog raised just as the call returned is still pending in tstate->async_exc.
- * Overwriting it with PyThreadState_SetAsyncExc(tid, NULL) is not enough: CPython 3.11 then signals
- * the interpreter-wide "async exception pending" request (even for NULL) and clears that request only
- * when some thread delivers a non-NULL one, so it stays set for good; every eval-breaker check takes
- * the slow path and, under a profile or trace function, 3.11 re-checks the same RESUME forever (100%
- * CPU). So the eval loop itself delivers it, which also withdraws the request: drain_code is a
- * one-instruction code object whose RESUME checks the eval breaker, and exactly that exception is
- * swallowed. Tracing and profiling are paused meanwhile: a profile function called as the frame
- * unwinds would be the Python code the timeout lands in (and CPython drops a profiler that raises).
- * Anything else the eval loop had pending and runs first (on the main thread, a signal handler's
- * exception) becomes the call's outcome, as it would have at the runtime's next bytecode. */
+ * Overwriting it with PyThreadState_SetAsyncExc(tid, NULL) is not enough: CPython 3.11 and 3.12 then
+ * signal the interpreter-wide "async exception pending" request (even for NULL) and clear that request
+ * only when some thread delivers a non-NULL one, so it stays set for good: every eval-breaker check
+ * takes the slow path (Python calls ran ~1.15x slower on 3.11, ~1.5x on 3.12) and, under a profile or
+ * trace function, 3.11 re-checks the same RESUME forever (100% CPU). (3.13 keeps the request per
+ * thread and drops it on the next check.) So the eval loop itself delivers it, which also withdraws
+ * the request: drain_code is a one-instruction code object whose RESUME checks the eval breaker, and
+ * exactly that exception is swallowed. Tracing and profiling are paused meanwhile: a profile function
+ * called as the frame unwinds would be the Python code the timeout lands in (and CPython drops a
+ * profiler that raises). Anything else the eval loop had pending and runs first (on the main thread,
+ * a signal handler's exception) becomes the call's outcome, as it would have at the runtime's next
+ * bytecode. */
 static PyObject *drain_code = NULL;
 static PyObject *drain_globals = NULL;
 
