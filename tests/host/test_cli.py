@@ -56,6 +56,34 @@ def test_keygen_writes_secrets_0600_and_ids(keys: Path) -> None:
         assert len(bytes.fromhex(doc["key_id"])) == 8
 
 
+def test_keygen_refuses_to_replace_keys_unless_forced(tmp_path: Path) -> None:
+    out = tmp_path / "keys"
+    assert edgevm("keygen", "--out", str(out)).returncode == 0
+    old = {name: json.loads((out / name).read_text())["key_id"] for name in ("verify.pub", "seal.pub")}
+    old_secrets = [json.loads((out / "signing.key").read_text())["seed"], json.loads((out / "open.key").read_text())["key"]]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    again = edgevm("keygen", "--out", str(out))
+    assert again.returncode != 0 and again.stdout == ""
+    assert again.stderr.startswith("error[bad_input/1]") and again.stderr.strip().count("\n") == 0
+    assert f"sign key id {old['verify.pub']}" in again.stderr and f"seal key id {old['seal.pub']}" in again.stderr
+    assert "--force" in again.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    (out / "open.key").chmod(0o644)  # a secret file someone loosened
+    forced = edgevm("keygen", "--out", str(out), "--force")
+    assert forced.returncode == 0, forced.stderr
+    replaced = [line for line in forced.stdout.splitlines() if line.startswith("replaced")]
+    assert len(replaced) == 1
+    assert f"sign key id {old['verify.pub']}" in replaced[0] and f"seal key id {old['seal.pub']}" in replaced[0]
+    new = {name: json.loads((out / name).read_text())["key_id"] for name in ("verify.pub", "seal.pub")}
+    assert new["verify.pub"] != old["verify.pub"] and new["seal.pub"] != old["seal.pub"]
+    for name in ("signing.key", "open.key", "device.json"):
+        assert stat.S_IMODE(os.stat(out / name).st_mode) == 0o600, name
+    for text in (again.stdout, again.stderr, forced.stdout, forced.stderr):
+        assert not any(secret in text for secret in old_secrets)
+
+
 def test_pack_inspect_run(tmp_path: Path, keys: Path, secrets: list[str]) -> None:
     src = write_src(tmp_path, "def entry(inputs):\n    return {'y': inputs['x'] * 2}\n")
     out = tmp_path / "b.evb"

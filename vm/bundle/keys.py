@@ -3,14 +3,18 @@
 The server holds the Ed25519 signing key and the X25519 *public* key it seals bundles to; the
 device holds the Ed25519 verify key(s) it pins and the X25519 *secret* key(s) it opens bundles
 with. Every key has an 8-byte id (BLAKE2b of the public key) so keys can rotate: a device may
-pin several verify keys and hold several decrypt keys. Secret files are written with mode 0600,
-and no ``repr`` or error message ever contains key bytes.
+pin several verify keys and hold several decrypt keys. Key files are written atomically (a crash
+leaves the old file or the new one, never half of one), secret files with mode 0600 from their first
+byte; ``generate`` refuses to replace an existing key set unless told to, since devices pinned to it
+would refuse every bundle signed with the new one. No ``repr`` or error message ever contains key
+bytes.
 """
 from __future__ import annotations
 
 import base64
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from vm.errors import BadInput, NotFound
 KEY_ID_LEN = 8
 SIGNING_FILE, VERIFY_FILE, SEAL_FILE, OPEN_FILE, DEVICE_FILE = (
     "signing.key", "verify.pub", "seal.pub", "open.key", "device.json")
+KEY_FILES = (SIGNING_FILE, VERIFY_FILE, SEAL_FILE, OPEN_FILE, DEVICE_FILE)
 
 
 def key_id(public: bytes) -> bytes:
@@ -49,14 +54,34 @@ def _unb64(text: Any, what: str, size: int) -> bytes:
     return raw
 
 
-def _write(path: Path, doc: dict, secret: bool) -> None:
+def _write_temp(path: Path, doc: dict, secret: bool) -> Path:
+    """Write ``doc`` to a new temporary file beside ``path`` (0600 from creation if ``secret``),
+    flushed to disk; ``_commit`` renames it into place."""
     data = (json.dumps(doc, indent=2) + "\n").encode()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(path, flags, 0o600 if secret else 0o644)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret else 0o644)
     try:
-        if secret:
-            os.fchmod(fd, 0o600)
-        os.write(fd, data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _commit(out: Path, temps: dict[str, Path]) -> None:
+    """Rename each temporary file over its key file (replacing an old file, and its mode, whole),
+    then flush the directory so that the renames survive a crash."""
+    for name, tmp in temps.items():
+        os.replace(tmp, out / name)
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -92,9 +117,63 @@ class DeviceKeys:
                 f"decrypt={[k.hex() for k in self.decrypt]})")
 
 
-def generate(out_dir: str | Path) -> dict[str, str]:
-    """Write a fresh key set into ``out_dir``; returns the key ids (hex)."""
+class KeysExist(BadInput):
+    """``generate`` found key files in its directory and was not told to replace them."""
+
+
+def existing_keys(out_dir: str | Path) -> dict[str, list[str]]:
+    """The key files already in ``out_dir`` and the key ids they hold (hex, computed from the keys
+    themselves): ``{"files": [...], "sign_key_ids": [...], "seal_key_ids": [...]}``."""
     out = Path(out_dir)
+    found: dict[str, list[str]] = {"files": [], "sign_key_ids": [], "seal_key_ids": []}
+    for name in KEY_FILES:
+        path = out / name
+        if not os.path.lexists(path):
+            continue
+        found["files"].append(name)
+        for role, kid in _ids_in(path):
+            if kid not in found[role]:
+                found[role].append(kid)
+    return found
+
+
+def describe_ids(found: dict[str, list[str]]) -> str:
+    """``existing_keys``' ids as text for a message: ``sign key id …, seal key id …``."""
+    ids = [f"sign key id {k}" for k in found["sign_key_ids"]] + [f"seal key id {k}" for k in found["seal_key_ids"]]
+    return ", ".join(ids) or "no readable key"
+
+
+def _ids_in(path: Path) -> list[tuple[str, str]]:
+    """(role, key id) for each key a keygen file holds; none for a file that does not parse."""
+    try:
+        doc = json.loads(path.read_bytes())
+        if not isinstance(doc, dict):
+            return []
+        if path.name == DEVICE_FILE:
+            ring = _device_from_doc(doc)
+            return [("sign_key_ids", k.hex()) for k in ring.verify] + [("seal_key_ids", k.hex()) for k in ring.decrypt]
+        if path.name == SIGNING_FILE:
+            public = bytes(SigningKey(_unb64(doc.get("seed"), "signing key", 32)).verify_key)
+        elif path.name == OPEN_FILE:
+            public = bytes(PrivateKey(_unb64(doc.get("key"), "decrypt key", 32)).public_key)
+        else:
+            public = _unb64(doc.get("key"), "public key", 32)
+    except (OSError, ValueError, BadInput):
+        return []
+    role = "sign_key_ids" if path.name in (SIGNING_FILE, VERIFY_FILE) else "seal_key_ids"
+    return [(role, key_id(public).hex())]
+
+
+def generate(out_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
+    """Write a fresh key set into ``out_dir``; returns its key ids (hex) and, under ``replaced``,
+    what ``existing_keys`` found there before. Raises ``KeysExist`` (and writes nothing) if any key
+    file is already there, unless ``force``."""
+    out = Path(out_dir)
+    before = existing_keys(out)
+    if before["files"] and not force:
+        raise KeysExist(f"{out} already holds keys ({', '.join(before['files'])}: {describe_ids(before)}); "
+                        "devices pinned to them would refuse bundles signed with new keys. --force replaces them",
+                        detail=before)
     out.mkdir(parents=True, exist_ok=True)
     signing = SigningKey.generate()
     box = PrivateKey.generate()
@@ -102,12 +181,22 @@ def generate(out_dir: str | Path) -> dict[str, str]:
     sid, eid = key_id(verify_raw).hex(), key_id(seal_raw).hex()
     verify_doc = {"type": "ed25519-verify", "key_id": sid, "key": _b64(verify_raw)}
     open_doc = {"type": "x25519-secret", "key_id": eid, "key": _b64(bytes(box))}
-    _write(out / SIGNING_FILE, {"type": "ed25519-signing", "key_id": sid, "seed": _b64(bytes(signing))}, True)
-    _write(out / VERIFY_FILE, verify_doc, False)
-    _write(out / SEAL_FILE, {"type": "x25519-public", "key_id": eid, "key": _b64(seal_raw)}, False)
-    _write(out / OPEN_FILE, open_doc, True)
-    _write(out / DEVICE_FILE, {"verify": [verify_doc], "decrypt": [open_doc]}, True)
-    return {"sign_key_id": sid, "seal_key_id": eid}
+    files = [
+        (SIGNING_FILE, {"type": "ed25519-signing", "key_id": sid, "seed": _b64(bytes(signing))}, True),
+        (VERIFY_FILE, verify_doc, False),
+        (SEAL_FILE, {"type": "x25519-public", "key_id": eid, "key": _b64(seal_raw)}, False),
+        (OPEN_FILE, open_doc, True),
+        (DEVICE_FILE, {"verify": [verify_doc], "decrypt": [open_doc]}, True),
+    ]
+    temps: dict[str, Path] = {}
+    try:
+        for name, doc, secret in files:
+            temps[name] = _write_temp(out / name, doc, secret)
+        _commit(out, temps)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+    return {"sign_key_id": sid, "seal_key_id": eid, "replaced": before}
 
 
 def _read(path: Path, kind: str) -> dict:

@@ -17,7 +17,10 @@ def _print_json(doc: Any) -> None:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from vm.bundle import keys
 
-    ids = keys.generate(args.out)
+    ids = keys.generate(args.out, force=args.force)
+    if ids["replaced"]["files"]:
+        print(f"replaced the keys in {args.out}: {keys.describe_ids(ids['replaced'])} "
+              "(devices pinned to them refuse bundles signed with the new keys)")
     print(f"wrote keys to {args.out}")
     print(f"  server: {keys.SIGNING_FILE} (secret, 0600, sign key id {ids['sign_key_id']}), "
           f"{keys.SEAL_FILE} (seal key id {ids['seal_key_id']})")
@@ -186,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("keygen", help="write a new server and device key set")
-    p.add_argument("--out", required=True, help="directory to write the keys to")
+    p.add_argument("--out", required=True, help="directory to write the keys to (refused if it holds keys)")
+    p.add_argument("--force", action="store_true", help="replace the keys already in --out (devices pinned "
+                                                        "to them then refuse new bundles)")
     p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("pack", help="compile, check, encrypt and sign a bundle")
