@@ -36,5 +36,8 @@ setup(
         Extension("vm.guard._guard", sources=sorted(str(p) for p in Path("native/guard").glob("*.c")),
                   include_dirs=["native/guard", numpy.get_include()], extra_compile_args=C_FLAGS),
         Extension("vm.policy._verify", sources=["native/verify/verify.c"], extra_compile_args=C_FLAGS),
-    ],
+    ]
+    # the worker's lockdown (seccomp, Landlock) is Linux-only
+    + ([Extension("vm.isolation._lockdown", sources=sorted(str(p) for p in Path("native/sandbox").glob("*.c")),
+                  include_dirs=["native/sandbox"], extra_compile_args=C_FLAGS)] if sys.platform == "linux" else []),
 )

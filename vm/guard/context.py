@@ -41,7 +41,7 @@ class CallContext:
         self.thread_id = thread_id
         self.expired = False
         self.stuck = False
-        self.flag = bytearray([2])  # 2: not started, 0: running, 1: done (see native/guard.c)
+        self.flag = bytearray([2])  # 2: not started, 0: running, 1: done (see native/guard/deadline.c)
         self.stuck_at = deadline + grace_s
         self._lock = threading.Lock()
         self._cancels: dict[int, Callable[[], None]] = {}

@@ -93,7 +93,8 @@ def serve(fd: int) -> int:
         chan.send("error", 0, exc.code, exc.message, _detail(exc))
         return 0
     watchdog = Watchdog(grace_s=float(settings["grace_s"]))
-    applied = lockdown.apply(keep_fds=(fd,), data_budget=int(settings["process_memory"]),
+    budget = int(settings["process_memory"])
+    applied = lockdown.apply((fd,), data=lockdown.memory_usage().data + budget if budget else 0,
                              cpu_seconds=int(settings["cpu_seconds"]))
     deadline = float(settings["load_deadline"])
     for business in sorted(bundle.manifest.entries):
@@ -123,7 +124,7 @@ def serve(fd: int) -> int:
             continue
         args = (business, payload, [tuple(f) for f in features]) if op == "step" else (business, payload)
         if cpu_slack:
-            lockdown.set_cpu_limit(int(time.process_time() + max(deadline - time.monotonic(), 0.0)) + cpu_slack)
+            lockdown.set_cpu_budget(max(deadline - time.monotonic(), 0.0) + cpu_slack)
         result, error = execute(watchdog, float(deadline), fn, args, memory_limit=memory_limit,
                                 label=f"{bundle.manifest.system}/{business}" if op != "warm" else f"{bundle.name}:models")
         log.reset()
