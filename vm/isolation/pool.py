@@ -128,6 +128,7 @@ class Pool:
             states = [w.state for w in self._workers]
             return {"workers": len(states), "idle": states.count(IDLE), "busy": states.count(BUSY),
                     "spares": len(self._spare), "starting": self._starting, "pids": [w.pid for w in self._workers],
+                    "spare_pids": [w.pid for w in self._spare],
                     **self.counts}
 
     # -- calls ------------------------------------------------------------------------------

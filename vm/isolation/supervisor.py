@@ -216,6 +216,7 @@ class Supervisor:
                         return
                     self._handle(data)
         finally:
+            sel.close()
             code = self._proc.poll()
             self._zygote_gone("it exited" if code is None else describe_exit(self._proc.returncode))
 
