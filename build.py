@@ -3,7 +3,7 @@
 ``ops_ffi`` builds ``vm.ml._ops``: the native feature operators (API mode, out of line).
 Used by setup.py (``cffi_modules``); ``python build.py`` builds them in place for development.
 
-``build_capi`` builds ``libedgevm.so``: the C API (``native/capi/edgevm.h``, ``native/capi/capi.c``) as a cffi
+``build_capi`` builds ``libedgevm.so``: the C API (``native/capi/edgevm.h``, the C files of ``native/capi/``) as a cffi
 embedding library whose Python side is ``vm/host/capi.py``, into ``build/capi-<cache tag>-<env>/`` (one per
 environment, e.g. ``build/capi-cpython-311-1a2b3c4d``) with a relocatable ``edgevm.pc``. setup.py runs it
 after ``build_ext``; a regular install copies both, with ``native/edgevm.h``, into the environment's
@@ -68,7 +68,7 @@ from _edgevm_capi import ffi, lib
 
 
 def _edgevm_boot():
-    # Started without site (PyConfig, native/capi.c): add exactly what the runtime needs.
+    # Started without site (PyConfig, native/capi/interpreter.c): add exactly what the runtime needs.
     paths = [p for p in os.environ.get("EDGEVM_PYTHONPATH", "").split(os.pathsep) if p]
     here = ffi.string(lib.edgevm__library_path()).decode("utf-8", "surrogateescape")
     if here:
@@ -151,7 +151,7 @@ def _capi_builder(gen_dir: Path, sanitize: str | None = None) -> FFI:
     ffi.set_source(
         "_edgevm_capi",
         '#include "capi_internal.h"',
-        sources=[str(CAPI / "capi.c")],
+        sources=[str(c) for c in sorted(CAPI.glob("*.c"))],  # one file per concern (capi_private.h)
         include_dirs=[str(gen_dir), str(CAPI)],
         library_dirs=[libdir] if libdir else [],
         libraries=["dl", "pthread"],
