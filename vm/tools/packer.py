@@ -41,10 +41,9 @@ ENTRY_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*\Z")
 MIN_TARGET = (3, 11)
 
 
-class PackError(EdgeError):
-    """The bundle could not be packed; ``problems`` lists ``file:line:col: reason`` lines."""
-
-    code, name = 5, "policy"
+class PackError(PolicyError):
+    """The bundle could not be packed (the policy refused it, or it does not compile); ``problems``
+    lists ``file:line:col: reason`` lines."""
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         self.problems = problems or []

@@ -1,0 +1,125 @@
+"""Facts the C API spells in more than one place, checked against the one place that owns each.
+
+- Error codes: ``vm.errors`` (``OK``, ``ALL_ERRORS``) is the table; ``edgevm.h``'s enum and the name
+  table of ``edgevm_errcode_name`` (native/capi/errors.c) must say the same, and no error class
+  elsewhere may define a code of its own.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from pathlib import Path
+
+import vm.errors
+from vm.errors import ALL_ERRORS, OK, EdgeError
+
+ROOT = Path(__file__).resolve().parents[2]
+CAPI = ROOT / "native" / "capi"
+
+
+def _strip_c_comments(text: str) -> str:
+    return re.sub(r"/\*.*?\*/|//[^\n]*", " ", text, flags=re.S)
+
+
+def _expected_codes() -> dict[int, str]:
+    """Code -> name, from vm.errors."""
+    return {OK: "ok", **{cls.code: cls.name for cls in ALL_ERRORS}}
+
+
+def header_error_enum(header: str) -> dict[str, int]:
+    """``EDGEVM_OK``/``EDGEVM_E*`` -> value, from the enum of edgevm.h that holds ``EDGEVM_OK``."""
+    text = _strip_c_comments(header)
+    blocks = [b for b in re.findall(r"\benum\s*\{([^}]*)\}", text) if re.search(r"\bEDGEVM_OK\b", b)]
+    assert len(blocks) == 1, f"expected one enum holding EDGEVM_OK in edgevm.h, found {len(blocks)}"
+    enum: dict[str, int] = {}
+    for item in filter(None, (i.strip() for i in blocks[0].split(","))):
+        m = re.fullmatch(r"(EDGEVM_(?:OK|E[A-Z]+))\s*=\s*(\d+)", item)
+        assert m, f"edgevm.h: {item!r} is not 'EDGEVM_E<NAME> = <number>' (codes are spelled out)"
+        assert m.group(1) not in enum, f"edgevm.h: {m.group(1)} defined twice"
+        enum[m.group(1)] = int(m.group(2))
+    return enum
+
+
+def c_name_table(sources: str) -> dict[str, str]:
+    """``EDGEVM_*`` -> name, from the ``case EDGEVM_X: return "name";`` lines of edgevm_errcode_name."""
+    m = re.search(r"\bedgevm_errcode_name\s*\(\s*int\s+\w+\s*\)\s*\{(.*?)\n\}", _strip_c_comments(sources), re.S)
+    assert m, "edgevm_errcode_name not found in native/capi/*.c"
+    body = m.group(1)
+    cases = re.findall(r"\bcase\s+(EDGEVM_\w+)\s*:\s*return\s+\"([^\"]*)\"\s*;", body)
+    assert len(cases) == len(re.findall(r"\bcase\b", body)), "a case of edgevm_errcode_name is not 'return \"...\";'"
+    table: dict[str, str] = {}
+    for ident, name in cases:
+        assert ident not in table, f"edgevm_errcode_name: {ident} twice"
+        table[ident] = name
+    assert re.search(r"\bdefault\s*:\s*return\s+\"unknown\"\s*;", body), "edgevm_errcode_name needs a default"
+    return table
+
+
+def _capi_sources() -> str:
+    return "\n".join(p.read_text() for p in sorted(CAPI.glob("*.c")))
+
+
+def test_errors_table_is_complete_and_unique() -> None:
+    classes = {obj for _, obj in inspect.getmembers(vm.errors, inspect.isclass)
+               if issubclass(obj, EdgeError) and obj is not EdgeError}
+    assert classes == set(ALL_ERRORS), "every error class of vm.errors belongs in ALL_ERRORS"
+    codes = [OK, *(cls.code for cls in ALL_ERRORS)]
+    names = ["ok", *(cls.name for cls in ALL_ERRORS)]
+    assert len(set(codes)) == len(codes) and len(set(names)) == len(names)
+    assert all(0 < code <= 255 for code in codes[1:]), "codes travel as one byte (edgevm__finish_job)"
+    assert all(re.fullmatch(r"[a-z][a-z_]*", name) for name in names)
+
+
+def test_header_enum_matches_vm_errors() -> None:
+    enum = header_error_enum((CAPI / "edgevm.h").read_text())
+    by_value: dict[int, str] = {}
+    for ident, value in enum.items():
+        assert value not in by_value, f"edgevm.h: {ident} and {by_value[value]} are both {value}"
+        by_value[value] = ident
+    expected = _expected_codes()
+    missing = {code: name for code, name in expected.items() if code not in by_value}
+    extra = {by_value[v]: v for v in by_value if v not in expected}
+    assert not missing, f"vm.errors codes with no EDGEVM_E* constant in edgevm.h: {missing}"
+    assert not extra, f"edgevm.h constants with no vm.errors class: {extra}"
+    assert enum["EDGEVM_OK"] == OK
+
+
+def test_c_name_table_matches_header_and_vm_errors() -> None:
+    enum = header_error_enum((CAPI / "edgevm.h").read_text())
+    table = c_name_table(_capi_sources())
+    assert set(table) - set(enum) == set(), f"edgevm_errcode_name names unknown constants: {set(table) - set(enum)}"
+    assert set(enum) - set(table) == set(), f"edgevm_errcode_name has no case for {sorted(set(enum) - set(table))}"
+    assert {enum[ident]: name for ident, name in table.items()} == _expected_codes()
+
+
+def test_no_error_class_outside_vm_errors_defines_a_code() -> None:
+    """Subclasses elsewhere (PackError, ...) inherit code and name from a vm.errors class."""
+    error_names = {cls.__name__ for cls in (EdgeError, *ALL_ERRORS)}
+    offenders = []
+    for path in sorted((ROOT / "vm").rglob("*.py")):
+        if path == ROOT / "vm" / "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            bases = {b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else "" for b in node.bases}
+            if not bases & error_names:
+                continue
+            for stmt in node.body:
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(
+                    stmt, ast.AnnAssign) else []
+                names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+                if names & {"code", "name"}:
+                    offenders.append(f"{path.relative_to(ROOT)}:{stmt.lineno}: {node.name} sets {sorted(names)}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_pack_error_is_a_policy_error() -> None:
+    from vm.errors import PolicyError
+    from vm.tools.packer import PackError
+
+    assert issubclass(PackError, PolicyError)
+    err = PackError("2 policy violation(s)", ["a.py:1:1: x", "a.py:2:1: y"])
+    assert (err.code, err.name) == (PolicyError.code, PolicyError.name)
+    assert err.problems == ["a.py:1:1: x", "a.py:2:1: y"] and err.detail == {"problems": err.problems}
