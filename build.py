@@ -8,7 +8,8 @@ embedding library whose Python side is ``vm/host/capi.py``, into ``build/capi-<c
 environment, e.g. ``build/capi-cpython-311-1a2b3c4d``) with a relocatable ``edgevm.pc``. setup.py runs it
 after ``build_ext``; a regular install copies both, with ``native/edgevm.h``, into the environment's
 ``lib/``, ``lib/pkgconfig/`` and ``include/``, an editable one leaves them in ``build/`` (``edgevm
-capi-flags`` finds either). ``python build.py capi`` builds it for development.
+capi-flags`` finds either). ``python build.py capi`` builds it for development. cffi's declarations
+for it are generated from ``native/capi/capi_internal.h`` (``capi_cdefs``), never copied by hand.
 """
 from pathlib import Path
 
@@ -122,6 +123,39 @@ def _capi_exports() -> list[str]:
     return sorted(set(names))
 
 
+EMBEDDING_MARKER = "@embedding_api"
+
+
+def _cdef_text(c: str) -> str:
+    """C declarations as cffi's cdef takes them: without comments and preprocessor lines."""
+    import re
+
+    c = re.sub(r"/\*.*?\*/|//[^\n]*", " ", c, flags=re.S)
+    lines = [line.rstrip() for line in c.splitlines() if not line.lstrip().startswith("#")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def capi_cdefs() -> tuple[str, str]:
+    """``native/capi/capi_internal.h`` as cffi declarations: (``ffi.cdef``: types and the functions
+    implemented in C, ``ffi.embedding_api``: the ``edgevm__py_*`` functions implemented in Python),
+    split at the comment that holds ``EMBEDDING_MARKER``."""
+    import re
+
+    header = CAPI / "capi_internal.h"
+    text = header.read_text()
+    if text.count(EMBEDDING_MARKER) != 1:
+        raise RuntimeError(f"{header}: expected one comment holding {EMBEDDING_MARKER!r}")
+    cut = text.rindex("/*", 0, text.index(EMBEDDING_MARKER))
+    cdef, embedding = _cdef_text(text[:cut]), _cdef_text(text[cut:])
+    declared = re.compile(r"\b(edgevm__\w+)\s*\(")
+    misplaced = [n for n in declared.findall(cdef) if n.startswith("edgevm__py_")]
+    misplaced += [n for n in declared.findall(embedding) if not n.startswith("edgevm__py_")]
+    if misplaced or not declared.findall(embedding):
+        raise RuntimeError(f"{header}: edgevm__py_* functions (implemented in Python) go after the "
+                           f"{EMBEDDING_MARKER} comment, all others before it (misplaced: {misplaced})")
+    return cdef, embedding
+
+
 def _capi_builder(gen_dir: Path, sanitize: str | None = None) -> FFI:
     """The cffi embedding FFI for libedgevm; ``gen_dir`` receives generated build inputs."""
     import sys
@@ -145,9 +179,10 @@ def _capi_builder(gen_dir: Path, sanitize: str | None = None) -> FFI:
     (gen_dir / "edgevm.map").write_text("{\n  global:\n" + "".join(f"    {n};\n" for n in exports)
                                         + "  local:\n    *;\n};\n")
     sanitizer = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"] if sanitize else []
+    cdef, embedding = capi_cdefs()
     ffi = FFI()
-    ffi.cdef((CAPI / "capi.cdef").read_text())
-    ffi.embedding_api((CAPI / "capi_py.cdef").read_text())
+    ffi.cdef(cdef)
+    ffi.embedding_api(embedding)
     ffi.set_source(
         "_edgevm_capi",
         '#include "capi_internal.h"',

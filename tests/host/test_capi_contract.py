@@ -3,19 +3,36 @@
 - Error codes: ``vm.errors`` (``OK``, ``ALL_ERRORS``) is the table; ``edgevm.h``'s enum and the name
   table of ``edgevm_errcode_name`` (native/capi/errors.c) must say the same, and no error class
   elsewhere may define a code of its own.
+- cffi's declarations of libedgevm are generated from ``capi_internal.h`` (build.py: ``capi_cdefs``);
+  both sides must implement what it declares.
 """
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import re
+import threading
 from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
 
 import vm.errors
 from vm.errors import ALL_ERRORS, OK, EdgeError
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPI = ROOT / "native" / "capi"
+
+
+def builder() -> ModuleType:
+    """build.py, loaded as setup.py loads it."""
+    spec = importlib.util.spec_from_file_location("_edgevm_build", ROOT / "build.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _strip_c_comments(text: str) -> str:
@@ -123,3 +140,70 @@ def test_pack_error_is_a_policy_error() -> None:
     err = PackError("2 policy violation(s)", ["a.py:1:1: x", "a.py:2:1: y"])
     assert (err.code, err.name) == (PolicyError.code, PolicyError.name)
     assert err.problems == ["a.py:1:1: x", "a.py:2:1: y"] and err.detail == {"problems": err.problems}
+
+
+# -- cffi's declarations: generated from capi_internal.h ------------------------------------------------
+
+def _declared(cdef: str) -> set[str]:
+    return set(re.findall(r"\b(edgevm__\w+)\s*\(", cdef))
+
+
+def test_cdefs_are_generated_from_the_internal_header() -> None:
+    assert not list(CAPI.glob("*.cdef")), "libedgevm's cdefs are generated (build.py: capi_cdefs), not copied"
+    cdef, embedding = builder().capi_cdefs()
+    header = _strip_c_comments((CAPI / "capi_internal.h").read_text())
+    assert _declared(cdef) | _declared(embedding) == _declared(header)
+    assert _declared(embedding) == {n for n in _declared(header) if n.startswith("edgevm__py_")}
+    assert "#" not in cdef + embedding and "/*" not in cdef + embedding
+
+
+def test_the_c_side_defines_every_c_function_it_declares() -> None:
+    cdef, _ = builder().capi_cdefs()
+    defined = set(re.findall(r"^INTERNAL\s+[\w\s*]*?\b(edgevm__\w+)\s*\([^;]*?\)\s*\{", _capi_sources(), re.M))
+    assert defined == _declared(cdef)
+
+
+def test_the_python_side_implements_every_python_function_declared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vm.host.capi.install attaches exactly the edgevm__py_* functions capi_internal.h declares."""
+    from vm.host import capi
+
+    _, embedding = builder().capi_cdefs()
+    attached: list[str] = []
+
+    class FakeFFI:
+        NULL = None
+
+        @staticmethod
+        def def_extern(name: str) -> Any:
+            attached.append(name)
+            return lambda fn: fn
+
+    class FakeLib:
+        @staticmethod
+        def edgevm__take_job() -> None:
+            return None  # NULL: the dispatcher thread ends at once
+
+    monkeypatch.setattr(capi, "_dispatcher", None)
+    monkeypatch.setattr(capi, "_ffi", None)
+    monkeypatch.setattr(capi, "_lib", None)
+    capi.install(FakeFFI(), FakeLib())
+    dispatcher = capi._dispatcher
+    assert isinstance(dispatcher, threading.Thread)
+    dispatcher.join(5)
+    assert not dispatcher.is_alive()
+    assert sorted(attached) == sorted(_declared(embedding))
+
+
+def test_a_python_function_before_the_marker_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    build = builder()
+    text = (CAPI / "capi_internal.h").read_text()
+    moved = "void edgevm__py_close(uint64_t handle, int *status);\n"
+    assert moved in text
+    bad = tmp_path / "capi"
+    bad.mkdir()
+    (bad / "capi_internal.h").write_text(text.replace(moved, "").replace("#endif", moved + "#endif")
+                                         .replace("edgevm_job_t *edgevm__take_job", moved + "edgevm_job_t *edgevm__take_job"))
+    monkeypatch.setattr(build, "CAPI", bad)
+    with pytest.raises(RuntimeError, match="misplaced: \\['edgevm__py_close'\\]"):
+        build.capi_cdefs()
+
