@@ -5,6 +5,8 @@
   elsewhere may define a code of its own.
 - cffi's declarations of libedgevm are generated from ``capi_internal.h`` (build.py: ``capi_cdefs``);
   both sides must implement what it declares.
+- ``native/ops/ops.cdef`` is a hand copy of ``ops.h`` with array parameters as ``void *``: everything
+  else (names, parameter counts, scalar and return types, typedefs, ``#define`` constants) must match.
 """
 from __future__ import annotations
 
@@ -207,3 +209,98 @@ def test_a_python_function_before_the_marker_is_refused(tmp_path: Path, monkeypa
     with pytest.raises(RuntimeError, match="misplaced: \\['edgevm__py_close'\\]"):
         build.capi_cdefs()
 
+
+# -- native/ops: ops.cdef deliberately differs from ops.h (array parameters are void *) --------------------
+
+OPS = ROOT / "native" / "ops"
+_STDINT_TYPES = {"int8_t", "int16_t", "int32_t", "int64_t", "uint8_t", "uint16_t", "uint32_t", "uint64_t", "size_t"}
+_STDINT = "".join(f"typedef int {t};\n" for t in sorted(_STDINT_TYPES))  # pycparser keeps the names as written
+
+
+def _ctype(node: Any) -> tuple[bool, str]:
+    """(is a pointer, the type as text without the parameter name) of a pycparser type node."""
+    from pycparser import c_ast
+
+    if isinstance(node, (c_ast.PtrDecl, c_ast.ArrayDecl)):
+        _, inner = _ctype(node.type)
+        quals = " ".join(getattr(node, "quals", None) or [])
+        return True, f"{inner} *{quals}".rstrip()
+    if isinstance(node, c_ast.TypeDecl):
+        inner = node.type
+        base = " ".join(inner.names) if isinstance(inner, c_ast.IdentifierType) else f"struct {inner.name}"
+        return False, " ".join([*(node.quals or []), base])
+    raise AssertionError(f"unexpected declarator {type(node).__name__}")
+
+
+def c_declarations(text: str) -> tuple[dict[str, tuple[str, list[tuple[bool, str]]]], set[str], dict[str, str]]:
+    """(function -> (return type, [(is pointer, type)]), typedef names, #define -> value) of a header."""
+    from pycparser import CParser, c_ast
+
+    text = _strip_c_comments(text)
+    defines = dict(re.findall(r"^\s*#\s*define\s+(\w+)[ \t]+(\S.*?)\s*$", text, re.M))
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    ast_ = CParser().parse(_STDINT + body)
+    functions: dict[str, tuple[str, list[tuple[bool, str]]]] = {}
+    typedefs: set[str] = set()
+    for node in ast_.ext:
+        if isinstance(node, c_ast.Typedef):
+            typedefs.add(node.name)
+        elif isinstance(node, c_ast.Decl) and isinstance(node.type, c_ast.FuncDecl):
+            fn = node.type
+            params = [] if fn.args is None else [_ctype(p.type) for p in fn.args.params]
+            if params == [(False, "void")]:
+                params = []
+            functions[node.name] = (_ctype(fn.type)[1], params)
+    return functions, typedefs - _STDINT_TYPES, defines
+
+
+def ops_drift(header: str, cdef: str) -> list[str]:
+    """How ops.cdef differs from ops.h, beyond array parameters declared ``void *``."""
+    h_fns, h_types, h_defs = c_declarations(header)
+    c_fns, c_types, c_defs = c_declarations(cdef)
+    problems = [f"{n}: only in ops.h" for n in sorted(set(h_fns) - set(c_fns))]
+    problems += [f"{n}: only in ops.cdef" for n in sorted(set(c_fns) - set(h_fns))]
+    if h_types != c_types:
+        problems.append(f"typedefs differ: ops.h {sorted(h_types)}, ops.cdef {sorted(c_types)}")
+    if h_defs != c_defs:
+        problems.append(f"#define constants differ: {sorted(set(h_defs.items()) ^ set(c_defs.items()))}")
+    for name in sorted(set(h_fns) & set(c_fns)):
+        (h_ret, h_params), (c_ret, c_params) = h_fns[name], c_fns[name]
+        if h_ret != c_ret:
+            problems.append(f"{name}: returns {h_ret} in ops.h, {c_ret} in ops.cdef")
+        if len(h_params) != len(c_params):
+            problems.append(f"{name}: {len(h_params)} parameters in ops.h, {len(c_params)} in ops.cdef")
+            continue
+        for i, ((h_ptr, h_t), (c_ptr, c_t)) in enumerate(zip(h_params, c_params, strict=True)):
+            void = ("const void *" if h_t.startswith("const ") else "void *") if h_ptr else None
+            if h_ptr != c_ptr or (h_t != c_t and c_t != void):
+                problems.append(f"{name}: parameter {i + 1} is {h_t} in ops.h, {c_t} in ops.cdef")
+    return problems
+
+
+def test_ops_cdef_matches_ops_h() -> None:
+    assert ops_drift((OPS / "ops.h").read_text(), (OPS / "ops.cdef").read_text()) == []
+
+
+def test_ops_drift_is_detected() -> None:
+    header, cdef = (OPS / "ops.h").read_text(), (OPS / "ops.cdef").read_text()
+    assert "int ops_log1p_f64(const void *x, int64_t n, void *out);" in cdef
+    cases = {
+        "ops_log1p_f64: parameter 2 is int64_t in ops.h, int32_t in ops.cdef":
+            cdef.replace("int ops_log1p_f64(const void *x, int64_t n,", "int ops_log1p_f64(const void *x, int32_t n,"),
+        "ops_log1p_f64: 3 parameters in ops.h, 2 in ops.cdef":
+            cdef.replace("int ops_log1p_f64(const void *x, int64_t n, void *out)", "int ops_log1p_f64(const void *x, int64_t n)"),
+        "ops_log1p_f64: parameter 1 is const double * in ops.h, void * in ops.cdef":
+            cdef.replace("int ops_log1p_f64(const void *x,", "int ops_log1p_f64(void *x,"),
+        "ops_log1p_f64: returns int in ops.h, int64_t in ops.cdef":
+            cdef.replace("int ops_log1p_f64(", "int64_t ops_log1p_f64("),
+        "ops_log1p_f64: only in ops.h": cdef.replace("int ops_log1p_f64(const void *x, int64_t n, void *out);", ""),
+        "typedefs differ: ops.h ['ops_vocab'], ops.cdef ['ops_other', 'ops_vocab']":
+            cdef.replace("typedef struct ops_vocab ops_vocab;", "typedef struct ops_vocab ops_vocab;\n"
+                         "typedef struct ops_other ops_other;"),
+        "#define constants differ: [('OPS_ETOOBIG', '10'), ('OPS_ETOOBIG', '11')]":
+            cdef.replace("#define OPS_ETOOBIG 10", "#define OPS_ETOOBIG 11"),
+    }
+    for expected, drifted in cases.items():
+        assert drifted != cdef, expected
+        assert ops_drift(header, drifted) == [expected]
