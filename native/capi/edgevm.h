@@ -44,7 +44,7 @@ extern "C" {
 #  define EDGEVM_API
 #endif
 
-#define EDGEVM_VERSION "0.1.0"
+#define EDGEVM_VERSION "0.1.0" /* the runtime's version: vm.__version__ in Python */
 
 /* An open runtime. Opaque: obtained from edgevm_open(), released by edgevm_close(). */
 typedef struct edgevm edgevm_t;

@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests" / "host"))
 
 import hostbuild  # noqa: E402
 
+import vm  # noqa: E402
 from vm.errors import Internal  # noqa: E402
 from vm.host import capi  # noqa: E402
 
@@ -108,6 +109,7 @@ def test_host_scenario(host: Path, scenario: hostbuild.Scenario) -> None:
     for section in ("[infer]", "[threads]", "[events]", "[stuck]", "[close]", "[race]", "[misuse]"):
         assert section in proc.stdout
     assert "6/6 results byte-identical to the Python API's" in proc.stdout
+    assert f"edgevm C host: libedgevm {vm.__version__}," in proc.stdout  # edgevm_version() of the built library
 
 
 def test_host_under_valgrind(host: Path, scenario: hostbuild.Scenario, tmp_path: Path) -> None:

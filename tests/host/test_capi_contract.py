@@ -7,6 +7,8 @@
   both sides must implement what it declares.
 - ``native/ops/ops.cdef`` is a hand copy of ``ops.h`` with array parameters as ``void *``: everything
   else (names, parameter counts, scalar and return types, typedefs, ``#define`` constants) must match.
+- The version: ``vm.__version__``; pyproject.toml reads it, ``EDGEVM_VERSION`` in edgevm.h must equal it
+  (and so must what the built library's ``edgevm_version()`` returns: tests/host/test_capi.py).
 """
 from __future__ import annotations
 
@@ -15,12 +17,15 @@ import importlib.util
 import inspect
 import re
 import threading
+import tomllib
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+import vm
 import vm.errors
 from vm.errors import ALL_ERRORS, OK, EdgeError
 
@@ -304,3 +309,24 @@ def test_ops_drift_is_detected() -> None:
     for expected, drifted in cases.items():
         assert drifted != cdef, expected
         assert ops_drift(header, drifted) == [expected]
+
+
+# -- the version ----------------------------------------------------------------------------------------
+
+def header_version(header: str) -> str:
+    found = re.findall(r'^#define\s+EDGEVM_VERSION\s+"([^"]*)"', header, re.M)
+    assert len(found) == 1, "edgevm.h must define EDGEVM_VERSION once, as a string"
+    return found[0]
+
+
+def test_version_is_written_once() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+(?:[.-]?\w+)?", vm.__version__)
+    assert header_version((CAPI / "edgevm.h").read_text()) == vm.__version__
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "vm.__version__"}
+
+
+def test_installed_metadata_has_the_version() -> None:
+    """The installed distribution's version is vm.__version__ (reinstall after changing it)."""
+    assert metadata.version("edgevm") == vm.__version__
