@@ -5,13 +5,16 @@ Used by setup.py (``cffi_modules``); ``python build.py`` builds them in place fo
 
 ``build_capi`` builds ``libedgevm.so``: the C API (``native/capi/edgevm.h``, the C files of ``native/capi/``) as a cffi
 embedding library whose Python side is ``vm/host/capi.py``, into ``build/capi-<cache tag>-<env>/`` (one per
-environment, e.g. ``build/capi-cpython-311-1a2b3c4d``) with a relocatable ``edgevm.pc``. setup.py runs it
-after ``build_ext``; a regular install copies both, with ``native/edgevm.h``, into the environment's
-``lib/``, ``lib/pkgconfig/`` and ``include/``, an editable one leaves them in ``build/`` (``edgevm
-capi-flags`` finds either). ``python build.py capi`` builds it for development. cffi's declarations
-for it are generated from ``native/capi/capi_internal.h`` (``capi_cdefs``), never copied by hand.
+environment, e.g. ``build/capi-cpython-311-1a2b3c4d``), with an ``edgevm.pc`` for the library where it
+is (and ``native/capi/`` for the header) and ``install/edgevm.pc`` for the installed layout. setup.py
+runs it after ``build_ext``; a regular install copies the library, ``install/edgevm.pc`` and
+``native/capi/edgevm.h`` into the environment's ``lib/``, ``lib/pkgconfig/`` and ``include/``, an
+editable one leaves them in ``build/`` (``edgevm capi-flags`` finds either). ``python build.py capi``
+builds it for development. cffi's declarations for it are generated from
+``native/capi/capi_internal.h`` (``capi_cdefs``), never copied by hand.
 """
 from pathlib import Path
+from types import ModuleType
 
 from cffi import FFI
 
@@ -199,24 +202,33 @@ def _capi_builder(gen_dir: Path, sanitize: str | None = None) -> FFI:
     return ffi
 
 
-_CAPI_PC = """prefix=${pcfiledir}/../..
-libdir=${prefix}/lib
-includedir=${prefix}/include
+def _pkgconfig() -> ModuleType:
+    """vm/host/pkgconfig.py, loaded by path (the one template of edgevm.pc, shared with the CLI)."""
+    import importlib.util
 
-Name: edgevm
-Description: edgevm embeddable runtime for ML feature scripts (C API)
-Version: VERSION
-Cflags: -I${includedir}
-Libs: -L${libdir} -Wl,-rpath,${libdir} -ledgevm
-"""
+    spec = importlib.util.spec_from_file_location("_edgevm_pkgconfig", ROOT / "vm" / "host" / "pkgconfig.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def runtime_version() -> str:
+    """``vm.__version__``, read without importing vm (as setuptools reads it for pyproject)."""
+    import ast
+
+    tree = ast.parse((ROOT / "vm" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise RuntimeError("vm/__init__.py: no __version__")
 
 
 def build_capi(out_dir: str | Path | None = None, *, sanitize: str | None = None, verbose: bool = False) -> Path:
-    """Build ``libedgevm.so`` (and ``edgevm.pc``) into ``out_dir`` (default: ``capi_build_dir()``);
-    returns the library's path. ``sanitize`` (``"thread"``, ``"address"``) builds an instrumented
-    library, for tests only."""
+    """Build ``libedgevm.so`` (and ``edgevm.pc``, ``install/edgevm.pc``) into ``out_dir`` (default:
+    ``capi_build_dir()``); returns the library's path. ``sanitize`` (``"thread"``, ``"address"``)
+    builds an instrumented library, for tests only."""
     import os
-    import re
     import shutil
     import tempfile
 
@@ -230,8 +242,10 @@ def build_capi(out_dir: str | Path | None = None, *, sanitize: str | None = None
         shutil.copyfile(built, staging)
         os.chmod(staging, 0o755)
         os.replace(staging, dest)  # atomic: a process that has the old library mapped keeps it
-    version = re.search(r'#define EDGEVM_VERSION "([^"]+)"', (CAPI / "edgevm.h").read_text())
-    (out / "edgevm.pc").write_text(_CAPI_PC.replace("VERSION", version.group(1) if version else "0"))
+    pc, version = _pkgconfig(), runtime_version()
+    (out / "edgevm.pc").write_text(pc.pc_text(version, str(out.resolve()), str(CAPI)))
+    (out / "install").mkdir(exist_ok=True)
+    (out / "install" / "edgevm.pc").write_text(pc.installed_pc_text(version))  # setup.py's data_files
     return dest
 
 

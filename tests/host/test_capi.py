@@ -81,21 +81,64 @@ def test_capi_flags_and_pkg_config() -> None:
     assert (include / "edgevm.h").read_text() == (ROOT / "native" / "capi" / "edgevm.h").read_text()
     pc = subprocess.run([sys.executable, "-m", "vm.host.cli", "capi-flags", "--pkg-config"], capture_output=True,
                         text=True, env=env, check=True).stdout
-    assert "Libs: -L${libdir} -Wl,-rpath,${libdir} -ledgevm" in pc and f"libdir={lib.parent}" in pc
+    assert pc == (lib.parent / "edgevm.pc").read_text()  # the same file build.py wrote next to the library
 
 
-@pytest.mark.skipif(shutil.which("pkg-config") is None, reason="needs pkg-config")
-def test_installed_pkg_config_file_is_relocatable(tmp_path: Path) -> None:
-    """build.py's edgevm.pc (installed to <prefix>/lib/pkgconfig) finds <prefix>/lib and <prefix>/include."""
-    pc = hostbuild.library().parent / "edgevm.pc"
+def _pc_fields(pc_dir: Path, how: str) -> tuple[str, list[str]]:
+    """(Version, the Cflags and Libs flags) of ``pc_dir/edgevm.pc``: through pkg-config, or by
+    expanding its variables here (``${pcfiledir}`` included) as pkg-config does."""
+    if how == "pkg-config":
+        if shutil.which("pkg-config") is None:
+            pytest.skip("needs pkg-config")
+        env = {**os.environ, "PKG_CONFIG_LIBDIR": str(pc_dir), "PKG_CONFIG_PATH": ""}  # only this edgevm.pc
+
+        def run(*args: str) -> str:
+            return subprocess.run(["pkg-config", *args, "edgevm"], capture_output=True, text=True, env=env,
+                                  check=True).stdout
+
+        return run("--modversion").strip(), run("--cflags", "--libs").split()
+    values = {"pcfiledir": str(pc_dir)}
+    fields = {}
+    for line in (pc_dir / "edgevm.pc").read_text().splitlines():
+        m = re.fullmatch(r"(\w+)\s*([=:])\s*(.*)", line)
+        if m:
+            value = re.sub(r"\$\{(\w+)\}", lambda v: values[v.group(1)], m.group(3))
+            (values if m.group(2) == "=" else fields)[m.group(1)] = value
+    return fields["Version"], [*fields["Cflags"].split(), *fields["Libs"].split()]
+
+
+def _check_pc(pc_dir: Path, how: str, *, libdir: Path, includedir: Path) -> None:
+    version, flags = _pc_fields(pc_dir, how)
+    assert version == vm.__version__
+    inc = [Path(f[2:]) for f in flags if f.startswith("-I")]
+    lib = [Path(f[2:]) for f in flags if f.startswith("-L")]
+    rpath = [Path(f.removeprefix("-Wl,-rpath,")) for f in flags if f.startswith("-Wl,-rpath,")]
+    assert "-ledgevm" in flags and len(inc) == len(lib) == len(rpath) == 1, flags
+    assert inc[0].resolve() == includedir.resolve() and (inc[0] / "edgevm.h").is_file()
+    assert lib[0].resolve() == rpath[0].resolve() == libdir.resolve() and (lib[0] / "libedgevm.so").is_file()
+
+
+@pytest.mark.parametrize("how", ["pkg-config", "parsed"])
+def test_pkg_config_file_of_the_build_dir(how: str) -> None:
+    """build/capi-*/edgevm.pc: the library beside it, the header in native/capi/."""
+    lib = hostbuild.library()
+    _check_pc(lib.parent, how, libdir=lib.parent, includedir=ROOT / "native" / "capi")
+
+
+@pytest.mark.parametrize("how", ["pkg-config", "parsed"])
+def test_installed_pkg_config_file_is_relocatable(tmp_path: Path, how: str) -> None:
+    """build/capi-*/install/edgevm.pc, installed (setup.py's data_files) as <prefix>/lib/pkgconfig/edgevm.pc
+    beside <prefix>/lib/libedgevm.so and <prefix>/include/edgevm.h, finds them wherever <prefix> is."""
+    lib = hostbuild.library()
     prefix = tmp_path / "prefix"
     (prefix / "lib" / "pkgconfig").mkdir(parents=True)
-    shutil.copyfile(pc, prefix / "lib" / "pkgconfig" / "edgevm.pc")
-    out = subprocess.run(["pkg-config", "--cflags", "--libs", "edgevm"], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PKG_CONFIG_PATH": str(prefix / "lib" / "pkgconfig")}).stdout.split()
-    assert "-ledgevm" in out
-    assert Path(next(f for f in out if f.startswith("-I"))[2:]).resolve() == (prefix / "include").resolve()
-    assert Path(next(f for f in out if f.startswith("-L"))[2:]).resolve() == (prefix / "lib").resolve()
+    (prefix / "include").mkdir()
+    shutil.copyfile(lib.parent / "install" / "edgevm.pc", prefix / "lib" / "pkgconfig" / "edgevm.pc")
+    shutil.copyfile(lib, prefix / "lib" / "libedgevm.so")
+    shutil.copyfile(ROOT / "native" / "capi" / "edgevm.h", prefix / "include" / "edgevm.h")
+    _check_pc(prefix / "lib" / "pkgconfig", how, libdir=prefix / "lib", includedir=prefix / "include")
+    setup = (ROOT / "setup.py").read_text()
+    assert '("lib/pkgconfig", [f"{CAPI_DIR}/install/edgevm.pc"])' in setup
 
 
 # -- the host scenario ---------------------------------------------------------------------------------
