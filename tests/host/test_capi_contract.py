@@ -1,8 +1,8 @@
 """Facts the C API spells in more than one place, checked against the one place that owns each.
 
-- Error codes: ``vm.errors`` (``OK``, ``ALL_ERRORS``) is the table; ``edgevm.h``'s enum and the name
-  table of ``edgevm_errcode_name`` (native/capi/errors.c) must say the same, and no error class
-  elsewhere may define a code of its own.
+- Error codes: ``vm.errors`` (``OK``, ``ALL_ERRORS``) is the table; ``edgevm.h``'s enum, the name
+  table of ``edgevm_errcode_name`` (native/capi/errors.c) and docs/c-api.md's table must say the
+  same, and no error class elsewhere may define a code of its own.
 - cffi's declarations of libedgevm are generated from ``capi_internal.h`` (build.py: ``capi_cdefs``);
   both sides must implement what it declares.
 - ``native/ops/ops.cdef`` is a hand copy of ``ops.h`` with array parameters as ``void *``: everything
@@ -115,6 +115,15 @@ def test_c_name_table_matches_header_and_vm_errors() -> None:
     assert set(table) - set(enum) == set(), f"edgevm_errcode_name names unknown constants: {set(table) - set(enum)}"
     assert set(enum) - set(table) == set(), f"edgevm_errcode_name has no case for {sorted(set(enum) - set(table))}"
     assert {enum[ident]: name for ident, name in table.items()} == _expected_codes()
+
+
+def test_docs_code_table_matches_vm_errors() -> None:
+    """docs/c-api.md's table: the same constants, values and names as edgevm.h and vm.errors."""
+    rows = re.findall(r"^\| `(EDGEVM_\w+)` \| (\d+) \| `(\w+)` \| [^|]+ \|$", (ROOT / "docs" / "c-api.md").read_text(), re.M)
+    enum = header_error_enum((CAPI / "edgevm.h").read_text())
+    assert {ident: int(value) for ident, value, _ in rows} == enum
+    assert {int(value): name for _, value, name in rows} == _expected_codes()
+    assert len(rows) == len(enum), "a code appears twice in docs/c-api.md"
 
 
 def test_no_error_class_outside_vm_errors_defines_a_code() -> None:
