@@ -123,7 +123,7 @@ def _capi_exports() -> list[str]:
     header = (CAPI / "edgevm.h").read_text()
     names = re.findall(r"EDGEVM_API\s+[^;(]*?\b(edgevm_\w+)\s*\(", header)
     if "edgevm_open" not in names:
-        raise RuntimeError("native/edgevm.h: no EDGEVM_API declarations found")
+        raise RuntimeError("native/capi/edgevm.h: no EDGEVM_API declarations found")
     return sorted(set(names))
 
 
