@@ -1,10 +1,17 @@
 """Typed errors with stable codes.
 
 Every failure the runtime reports is an ``EdgeError`` subclass. ``code`` is the stable integer
-that the C API returns (``EDGEVM_E*`` in ``native/edgevm.h``), ``name`` the stable string the CLI
+that the C API returns (``EDGEVM_E*`` in ``native/capi/edgevm.h``), ``name`` the stable string the CLI
 and logs print. Messages are for humans and never contain key material.
+
+This module is the table of codes: ``edgevm.h``'s enum, ``edgevm_errcode_name`` (``native/capi/errors.c``)
+and the table in ``docs/c-api.md`` are checked against ``ALL_ERRORS`` by
+``tests/host/test_capi_contract.py``.
 """
 from __future__ import annotations
+
+OK = 0
+"""The status of a call that succeeded (``EDGEVM_OK``, named ``"ok"``)."""
 
 
 class EdgeError(Exception):
@@ -135,5 +142,3 @@ ALL_ERRORS: tuple[type[EdgeError], ...] = (
     Crashed,
     Internal,
 )
-
-BY_CODE: dict[int, type[EdgeError]] = {cls.code: cls for cls in ALL_ERRORS}

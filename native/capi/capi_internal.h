@@ -1,7 +1,9 @@
 /*
- * capi_internal.h — what native/capi.c (the C API) and vm/capi.py (its Python side) share.
+ * capi_internal.h — what the C API (the C files of native/capi/) and vm/host/capi.py (its Python side) share.
  * Not part of the public API: nothing here is exported from libedgevm (see build.py's version script).
- * The declarations below must stay in sync with native/capi.cdef (what cffi sees).
+ * It is also what cffi sees: build.py (capi_cdefs) drops the preprocessor lines and comments and
+ * hands what comes before the marker comment of the functions implemented in Python to ffi.cdef, the
+ * rest to ffi.embedding_api. So: plain declarations only (no macros), the Python ones after the marker.
  */
 #ifndef EDGEVM_CAPI_INTERNAL_H
 #define EDGEVM_CAPI_INTERNAL_H
@@ -11,7 +13,7 @@
 
 enum { EDGEVM__JOB_SYNC = 1, EDGEVM__JOB_ASYNC = 2 };
 
-/* One inference request, as the Python dispatcher sees it (the head of native/capi.c's job_t). */
+/* One inference request, as the Python dispatcher sees it (the head of capi_private.h's job_t). */
 typedef struct edgevm_job {
     int kind;               /* EDGEVM__JOB_SYNC or EDGEVM__JOB_ASYNC */
     int priority;           /* EDGEVM_PRIORITY_* */
@@ -44,7 +46,7 @@ typedef struct edgevm_counters {
     uint64_t queued;           /* calls (all handles) waiting for the dispatcher */
 } edgevm_counters_t;
 
-/* Implemented in C (native/capi.c), called from Python (vm/capi.py) through cffi with the GIL released. */
+/* Implemented in C (the C files of native/capi/), called from Python (vm/host/capi.py) through cffi with the GIL released. */
 edgevm_job_t *edgevm__take_job(void);
 void edgevm__finish_job(edgevm_job_t *job, int status, const char *data, size_t len);
 void edgevm__set_error(const char *message);
@@ -54,8 +56,8 @@ int edgevm__counters(uint64_t handle, edgevm_counters_t *out);
 void edgevm__init_failed(const char *message);
 const char *edgevm__library_path(void);
 
-/* Implemented in Python (vm/capi.py, @ffi.def_extern), called from C; each takes the GIL. A status left
- * at -1 means the Python side never ran (the embedded interpreter failed to start). */
+/* @embedding_api: implemented in Python (vm/host/capi.py, ffi.def_extern), called from C; each takes
+ * the GIL. A status left at -1 means the Python side never ran (the embedded interpreter failed to start). */
 void edgevm__py_init(int *status);
 void edgevm__py_open(const char *config_json, uint64_t handle, edgevm_open_info_t *info, int *status);
 void edgevm__py_load(uint64_t handle, const uint8_t *data, size_t len, const char *path, int *status);

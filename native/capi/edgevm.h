@@ -44,7 +44,7 @@ extern "C" {
 #  define EDGEVM_API
 #endif
 
-#define EDGEVM_VERSION "0.1.0"
+#define EDGEVM_VERSION "0.1.0" /* the runtime's version: vm.__version__ in Python */
 
 /* An open runtime. Opaque: obtained from edgevm_open(), released by edgevm_close(). */
 typedef struct edgevm edgevm_t;
@@ -165,8 +165,9 @@ EDGEVM_API int edgevm_infer_async_ex(edgevm_t *vm, const char *system_code, cons
                                      edgevm_callback cb, void *user_data);
 
 /*
- * edgevm_track — record one behaviour event (a msgpack map, e.g. {"type": "click", "ts": ..., ...}) in
- * the runtime's event store; events may trigger tasks whose results reach the listener.
+ * edgevm_track — report one behaviour event (a msgpack map, e.g. {"type": "click", "ts": ..., ...}): it is
+ * matched against the loaded bundles' triggers and may start tasks whose results reach the listener.
+ * (Events are not stored yet; an event store that keeps them comes in a later release.)
  *   Errors: EINVAL (NULL, empty, over "max_input_bytes", invalid msgpack, not a valid event), ECLOSED,
  *   EINTERNAL. A triggered task that the queues or a circuit breaker refuse is skipped and counted in
  *   the metrics, not an error of this call.

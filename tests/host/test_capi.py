@@ -25,8 +25,11 @@ sys.path.insert(0, str(ROOT / "tests" / "host"))
 
 import hostbuild  # noqa: E402
 
+import vm  # noqa: E402
+from vm.errors import Internal  # noqa: E402
 from vm.host import capi  # noqa: E402
 
+CAPI_SOURCES = {p.name for p in (ROOT / "native" / "capi").glob("*.c")}  # libedgevm's own C code
 needs_gcc = pytest.mark.skipif(shutil.which(os.environ.get("CC", "gcc")) is None, reason="needs a C compiler")
 
 
@@ -68,16 +71,6 @@ def test_library_exports_only_the_public_api() -> None:
             "edgevm_close", "edgevm_set_listener", "edgevm_metrics"} <= exported
 
 
-def test_header_codes_match_python_errors() -> None:
-    from vm.errors import ALL_ERRORS
-
-    header = (ROOT / "native" / "capi" / "edgevm.h").read_text()
-    codes = {int(v): n for n, v in re.findall(r"\b(EDGEVM_E[A-Z]+)\s*=\s*(\d+)", header)}
-    for cls in ALL_ERRORS:
-        assert cls.code in codes, f"{cls.__name__} (code {cls.code}) has no EDGEVM_E* constant"
-    assert set(codes) == {cls.code for cls in ALL_ERRORS}
-
-
 def test_capi_flags_and_pkg_config() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     lib = hostbuild.library()
@@ -88,21 +81,64 @@ def test_capi_flags_and_pkg_config() -> None:
     assert (include / "edgevm.h").read_text() == (ROOT / "native" / "capi" / "edgevm.h").read_text()
     pc = subprocess.run([sys.executable, "-m", "vm.host.cli", "capi-flags", "--pkg-config"], capture_output=True,
                         text=True, env=env, check=True).stdout
-    assert "Libs: -L${libdir} -Wl,-rpath,${libdir} -ledgevm" in pc and f"libdir={lib.parent}" in pc
+    assert pc == (lib.parent / "edgevm.pc").read_text()  # the same file build.py wrote next to the library
 
 
-@pytest.mark.skipif(shutil.which("pkg-config") is None, reason="needs pkg-config")
-def test_installed_pkg_config_file_is_relocatable(tmp_path: Path) -> None:
-    """build.py's edgevm.pc (installed to <prefix>/lib/pkgconfig) finds <prefix>/lib and <prefix>/include."""
-    pc = hostbuild.library().parent / "edgevm.pc"
+def _pc_fields(pc_dir: Path, how: str) -> tuple[str, list[str]]:
+    """(Version, the Cflags and Libs flags) of ``pc_dir/edgevm.pc``: through pkg-config, or by
+    expanding its variables here (``${pcfiledir}`` included) as pkg-config does."""
+    if how == "pkg-config":
+        if shutil.which("pkg-config") is None:
+            pytest.skip("needs pkg-config")
+        env = {**os.environ, "PKG_CONFIG_LIBDIR": str(pc_dir), "PKG_CONFIG_PATH": ""}  # only this edgevm.pc
+
+        def run(*args: str) -> str:
+            return subprocess.run(["pkg-config", *args, "edgevm"], capture_output=True, text=True, env=env,
+                                  check=True).stdout
+
+        return run("--modversion").strip(), run("--cflags", "--libs").split()
+    values = {"pcfiledir": str(pc_dir)}
+    fields = {}
+    for line in (pc_dir / "edgevm.pc").read_text().splitlines():
+        m = re.fullmatch(r"(\w+)\s*([=:])\s*(.*)", line)
+        if m:
+            value = re.sub(r"\$\{(\w+)\}", lambda v: values[v.group(1)], m.group(3))
+            (values if m.group(2) == "=" else fields)[m.group(1)] = value
+    return fields["Version"], [*fields["Cflags"].split(), *fields["Libs"].split()]
+
+
+def _check_pc(pc_dir: Path, how: str, *, libdir: Path, includedir: Path) -> None:
+    version, flags = _pc_fields(pc_dir, how)
+    assert version == vm.__version__
+    inc = [Path(f[2:]) for f in flags if f.startswith("-I")]
+    lib = [Path(f[2:]) for f in flags if f.startswith("-L")]
+    rpath = [Path(f.removeprefix("-Wl,-rpath,")) for f in flags if f.startswith("-Wl,-rpath,")]
+    assert "-ledgevm" in flags and len(inc) == len(lib) == len(rpath) == 1, flags
+    assert inc[0].resolve() == includedir.resolve() and (inc[0] / "edgevm.h").is_file()
+    assert lib[0].resolve() == rpath[0].resolve() == libdir.resolve() and (lib[0] / "libedgevm.so").is_file()
+
+
+@pytest.mark.parametrize("how", ["pkg-config", "parsed"])
+def test_pkg_config_file_of_the_build_dir(how: str) -> None:
+    """build/capi-*/edgevm.pc: the library beside it, the header in native/capi/."""
+    lib = hostbuild.library()
+    _check_pc(lib.parent, how, libdir=lib.parent, includedir=ROOT / "native" / "capi")
+
+
+@pytest.mark.parametrize("how", ["pkg-config", "parsed"])
+def test_installed_pkg_config_file_is_relocatable(tmp_path: Path, how: str) -> None:
+    """build/capi-*/install/edgevm.pc, installed (setup.py's data_files) as <prefix>/lib/pkgconfig/edgevm.pc
+    beside <prefix>/lib/libedgevm.so and <prefix>/include/edgevm.h, finds them wherever <prefix> is."""
+    lib = hostbuild.library()
     prefix = tmp_path / "prefix"
     (prefix / "lib" / "pkgconfig").mkdir(parents=True)
-    shutil.copyfile(pc, prefix / "lib" / "pkgconfig" / "edgevm.pc")
-    out = subprocess.run(["pkg-config", "--cflags", "--libs", "edgevm"], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PKG_CONFIG_PATH": str(prefix / "lib" / "pkgconfig")}).stdout.split()
-    assert "-ledgevm" in out
-    assert Path(next(f for f in out if f.startswith("-I"))[2:]).resolve() == (prefix / "include").resolve()
-    assert Path(next(f for f in out if f.startswith("-L"))[2:]).resolve() == (prefix / "lib").resolve()
+    (prefix / "include").mkdir()
+    shutil.copyfile(lib.parent / "install" / "edgevm.pc", prefix / "lib" / "pkgconfig" / "edgevm.pc")
+    shutil.copyfile(lib, prefix / "lib" / "libedgevm.so")
+    shutil.copyfile(ROOT / "native" / "capi" / "edgevm.h", prefix / "include" / "edgevm.h")
+    _check_pc(prefix / "lib" / "pkgconfig", how, libdir=prefix / "lib", includedir=prefix / "include")
+    setup = (ROOT / "setup.py").read_text()
+    assert '("lib/pkgconfig", [f"{CAPI_DIR}/install/edgevm.pc"])' in setup
 
 
 # -- the host scenario ---------------------------------------------------------------------------------
@@ -116,11 +152,12 @@ def test_host_scenario(host: Path, scenario: hostbuild.Scenario) -> None:
     for section in ("[infer]", "[threads]", "[events]", "[stuck]", "[close]", "[race]", "[misuse]"):
         assert section in proc.stdout
     assert "6/6 results byte-identical to the Python API's" in proc.stdout
+    assert f"edgevm C host: libedgevm {vm.__version__}," in proc.stdout  # edgevm_version() of the built library
 
 
 def test_host_under_valgrind(host: Path, scenario: hostbuild.Scenario, tmp_path: Path) -> None:
     """The scenario (minus the seconds-long stuck script) under memcheck: no invalid access, no use of
-    uninitialised memory and no leak whose innermost non-libc frame is in capi.c or host.c."""
+    uninitialised memory and no leak whose innermost non-libc frame is in native/capi/*.c or host.c."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         pytest.skip("valgrind is not installed")
@@ -132,7 +169,7 @@ def test_host_under_valgrind(host: Path, scenario: hostbuild.Scenario, tmp_path:
                 env={"PYTHONMALLOC": "malloc"}, timeout=300)
     passed, failed = _summary(proc.stdout)
     assert proc.returncode == 0 and failed == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    ours = memcheck_errors_in(xml, {"capi.c", "host.c"})
+    ours = memcheck_errors_in(xml, {*CAPI_SOURCES, "host.c"})
     assert not ours, "\n\n".join(ours[:10])
 
 
@@ -310,4 +347,4 @@ def test_reply_finishes_a_job_exactly_once(monkeypatch: pytest.MonkeyPatch) -> N
     capi._Reply("job-3")(0, None)  # not bytes: an internal error, never a crash
     capi._Reply("job-4")(9, b"")  # an error without a message gets one
     assert calls[0] == ("job-2", 6, b"features.py:3: ValueError: no", 29)
-    assert calls[1][1] == capi.EINTERNAL and calls[2][1] == 9 and calls[2][2]
+    assert calls[1][1] == Internal.code and calls[2][1] == 9 and calls[2][2]

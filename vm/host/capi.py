@@ -1,4 +1,4 @@
-"""The Python side of the C API (``libedgevm``; see ``native/edgevm.h`` and ``native/capi.c``).
+"""The Python side of the C API (``libedgevm``; see ``native/capi/edgevm.h`` and ``native/capi/``).
 
 ``libedgevm`` is a cffi embedding library. Its init code (``build.py``) makes this package
 importable and calls :func:`install`, which attaches the functions that C calls with the GIL held
@@ -22,11 +22,10 @@ from typing import Any
 
 import msgpack
 
-from vm.errors import BadInput, Closed, EdgeError, Internal
+from vm.errors import OK, BadInput, Closed, EdgeError, Internal, Timeout
 
 DEFAULT_MARGIN_MS = 25
 DEFAULT_SPIN_US = 200
-OK, EINVAL, ETIMEOUT, ECLOSED, EINTERNAL = 0, 1, 7, 10, 99
 
 _ffi: Any = None
 _lib: Any = None
@@ -78,7 +77,7 @@ def _run(status: Any, what: str, fn: Callable[[], None]) -> None:
         return
     except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
         _lib.edgevm__set_error(f"{what}: internal error: {_message(exc)}".encode("utf-8", "replace"))
-        status[0] = EINTERNAL
+        status[0] = Internal.code
         return
     status[0] = OK
 
@@ -206,7 +205,7 @@ class _Listener:
             data = pack_event(event)
         except Exception as exc:  # noqa: BLE001 - report the bad event instead of dropping it silently
             data = pack_event({"task_id": event.get("task_id") if isinstance(event, dict) else None,
-                               "status": EINTERNAL, "result": None,
+                               "status": Internal.code, "result": None,
                                "error": f"edgevm: cannot serialise the task event: {exc}"})
         _lib.edgevm__post_event(self.handle, data, len(data))
 
@@ -244,13 +243,13 @@ class _Reply:
         try:
             code = int(status)
         except Exception:  # noqa: BLE001
-            code = EINTERNAL
+            code = Internal.code
         if isinstance(data, str):
             data = data.encode("utf-8", "replace")
         elif isinstance(data, (bytearray, memoryview)):
             data = bytes(data)
         elif not isinstance(data, bytes):
-            code, data = EINTERNAL, f"edgevm: the runtime answered with {type(data).__name__}".encode()
+            code, data = Internal.code, f"edgevm: the runtime answered with {type(data).__name__}".encode()
         if code != OK and not data:
             data = f"edgevm: the call failed with code {code}".encode()
         _lib.edgevm__finish_job(job, code, data, len(data))
@@ -269,23 +268,23 @@ def _dispatch_loop() -> None:
         except EdgeError as exc:
             reply(exc.code, _message(exc))
         except BaseException as exc:  # noqa: BLE001 - the dispatcher must survive anything
-            reply(EINTERNAL, f"edgevm: internal error in the dispatcher: {_message(exc)}")
+            reply(Internal.code, f"edgevm: internal error in the dispatcher: {_message(exc)}")
 
 
 def _dispatch(job: Any, reply: _Reply) -> None:
     rt = _runtimes.get(job.handle)
     if rt is None:
-        reply(ECLOSED, "the handle was closed before the call ran")
+        reply(Closed.code, "the handle was closed before the call ran")
         return
     remaining = job.remaining_ms
     try:
         system = _ffi.string(job.system).decode("utf-8")
         business = _ffi.string(job.business).decode("utf-8")
     except UnicodeDecodeError:
-        reply(EINVAL, "system and business codes must be UTF-8")
+        reply(BadInput.code, "system and business codes must be UTF-8")
         return
     if remaining <= 0:
-        reply(ETIMEOUT, f"{system}/{business} waited in the queue past its deadline")
+        reply(Timeout.code, f"{system}/{business} waited in the queue past its deadline")
         return
     payload = _ffi.buffer(job.data, job.len)[:]
     rt.infer_async(system, business, payload, reply, priority=job.priority, deadline_ms=remaining)

@@ -39,10 +39,9 @@ WORKER = Path(__file__).with_name("compile_worker.py")
 MIN_TARGET = (3, 11)
 
 
-class PackError(EdgeError):
-    """The bundle could not be packed; ``problems`` lists ``file:line:col: reason`` lines."""
-
-    code, name = 5, "policy"
+class PackError(PolicyError):
+    """The bundle could not be packed (the policy refused it, or it does not compile); ``problems``
+    lists ``file:line:col: reason`` lines."""
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         self.problems = problems or []
