@@ -54,6 +54,7 @@ ops_ffi = _ops_builder()
 # -- the C API library (libedgevm) ------------------------------------------------------------------
 
 CAPI_LIB = "libedgevm.so"
+ZYGOTE_LAUNCHER = "edgevm-zygote"  # the worker zygote's program in an embedding host (native/zygote/)
 
 
 def capi_build_dir() -> Path:
@@ -202,6 +203,29 @@ def _capi_builder(gen_dir: Path, sanitize: str | None = None) -> FFI:
     return ffi
 
 
+def _build_launcher(gen_dir: Path, out: Path) -> Path:
+    """``edgevm-zygote`` beside libedgevm: a program linking the same libpython, so that an
+    embedding host (where sys.executable is the host program) can start worker zygotes."""
+    import os
+    import shlex
+    import subprocess
+    import sysconfig
+
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")[:1]
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    ldlib = sysconfig.get_config_var("LDLIBRARY") or ""
+    lib = ldlib[3:].split(".so")[0].split(".a")[0] if ldlib.startswith("lib") else f"python{sysconfig.get_python_version()}"
+    staging = out / f".{ZYGOTE_LAUNCHER}.{os.getpid()}.tmp"
+    subprocess.run([*cc, "-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror",
+                    f"-I{gen_dir}", f"-I{CAPI}", f"-I{sysconfig.get_paths()['include']}",
+                    str(ROOT / NATIVE / "zygote" / "launcher.c"), "-o", str(staging),
+                    *([f"-L{libdir}", f"-Wl,-rpath,{libdir}"] if libdir else []), f"-l{lib}",
+                    *shlex.split(sysconfig.get_config_var("LIBS") or ""), "-lm"], check=True)
+    dest = out / ZYGOTE_LAUNCHER
+    os.replace(staging, dest)
+    return dest
+
+
 def _pkgconfig() -> ModuleType:
     """vm/host/pkgconfig.py, loaded by path (the one template of edgevm.pc, shared with the CLI)."""
     import importlib.util
@@ -242,6 +266,7 @@ def build_capi(out_dir: str | Path | None = None, *, sanitize: str | None = None
         shutil.copyfile(built, staging)
         os.chmod(staging, 0o755)
         os.replace(staging, dest)  # atomic: a process that has the old library mapped keeps it
+        _build_launcher(Path(tmp) / "gen", out)
     pc, version = _pkgconfig(), runtime_version()
     (out / "edgevm.pc").write_text(pc.pc_text(version, str(out.resolve()), str(CAPI)))
     (out / "install").mkdir(exist_ok=True)

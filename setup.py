@@ -30,7 +30,7 @@ class BuildExtWithCapi(build_ext):
 setup(
     cffi_modules=["build.py:ops_ffi"],
     cmdclass={"build_ext": BuildExtWithCapi},
-    data_files=[("lib", [f"{CAPI_DIR}/libedgevm.so"]), ("lib/pkgconfig", [f"{CAPI_DIR}/install/edgevm.pc"]),
+    data_files=[("lib", [f"{CAPI_DIR}/libedgevm.so", f"{CAPI_DIR}/edgevm-zygote"]), ("lib/pkgconfig", [f"{CAPI_DIR}/install/edgevm.pc"]),
                 ("include", ["native/capi/edgevm.h"])],
     ext_modules=[
         Extension("vm.guard._guard", sources=sorted(str(p) for p in Path("native/guard").glob("*.c")),

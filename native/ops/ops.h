@@ -2,7 +2,7 @@
  *
  * Plain C11, libc + libm only. Every function validates what it depends on for memory safety
  * itself (indices, offsets, depths, sizes are checked where they are used), so no input can make it
- * read or write out of bounds; the Python wrapper (vm/ops.py) does the friendly validation and
+ * read or write out of bounds; the Python wrapper (vm/ml/ops.py) does the friendly validation and
  * turns the status codes below into TypeError/ValueError. No function keeps global state, calls
  * back into Python or takes locks; all are safe to call from several threads at once (the Vocab
  * table is read-only after it is built).

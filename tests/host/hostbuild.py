@@ -20,7 +20,7 @@ import msgpack
 ROOT = Path(__file__).resolve().parents[2]
 HOST_DIR = Path(__file__).resolve().parent
 # what build_capi reads: the library and its edgevm.pc files (template, version)
-LIB_SOURCES = [ROOT / "build.py", *sorted((ROOT / "native" / "capi").iterdir()),
+LIB_SOURCES = [ROOT / "build.py", *sorted((ROOT / "native" / "capi").iterdir()), ROOT / "native" / "zygote" / "launcher.c",
                ROOT / "vm" / "host" / "pkgconfig.py", ROOT / "vm" / "__init__.py"]
 SYSTEM, BUSINESS = "home", "rank"
 CLICK_EVENT = {"type": "mta", "pageId": "JD_Home", "clickId": "JD_Home_Sku", "sku": 1042, "ts": 1_700_000_000_000}

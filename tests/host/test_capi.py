@@ -143,9 +143,11 @@ def test_installed_pkg_config_file_is_relocatable(tmp_path: Path, how: str) -> N
 
 # -- the host scenario ---------------------------------------------------------------------------------
 
-def test_host_scenario(host: Path, scenario: hostbuild.Scenario) -> None:
-    """Everything, at full speed: results equal the Python API's, 4 threads, misuse, stuck script, close."""
-    proc = _run([str(host), *scenario.host_args(), "--threads", "4", "--iters", "25"])
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_host_scenario(host: Path, scenario: hostbuild.Scenario, isolation: str) -> None:
+    """Everything, at full speed, in both isolation modes: results equal the Python API's, 4 threads,
+    misuse, stuck script, close."""
+    proc = _run([str(host), *scenario.host_args(), "--threads", "4", "--iters", "25", "--isolation", isolation])
     passed, failed = _summary(proc.stdout)
     assert proc.returncode == 0 and failed == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert passed > 400
@@ -165,7 +167,8 @@ def test_host_under_valgrind(host: Path, scenario: hostbuild.Scenario, tmp_path:
     proc = _run([valgrind, "--tool=memcheck", "--leak-check=full", "--show-leak-kinds=definite,indirect",
                  "--errors-for-leak-kinds=definite,indirect", "--num-callers=40", "--xml=yes",
                  f"--xml-file={xml}", f"--log-file={tmp_path / 'memcheck.log'}",
-                 str(host), *scenario.host_args(), "--no-stuck", "--iters", "4", "--deadline-ms", "10000"],
+                 str(host), *scenario.host_args(), "--no-stuck", "--iters", "4", "--deadline-ms", "10000",
+                 "--isolation", "thread"],
                 env={"PYTHONMALLOC": "malloc"}, timeout=300)
     passed, failed = _summary(proc.stdout)
     assert proc.returncode == 0 and failed == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -182,7 +185,8 @@ def test_host_under_thread_sanitizer(scenario: hostbuild.Scenario, tmp_path: Pat
         host = hostbuild.build_host(tmp_path / "host", sanitize="thread")
     except Exception as exc:  # noqa: BLE001 - e.g. no libtsan on this machine
         pytest.skip(f"cannot build with -fsanitize=thread: {exc}")
-    proc = _run([str(host), *scenario.host_args(), "--no-stuck", "--iters", "10", "--deadline-ms", "10000"],
+    proc = _run([str(host), *scenario.host_args(), "--no-stuck", "--iters", "10", "--deadline-ms", "10000",
+                 "--isolation", "thread"],
                 env={"EDGEVM_PYTHONPATH": str(ROOT), "TSAN_OPTIONS": "halt_on_error=0 report_signal_unsafe=0"},
                 timeout=300)
     passed, failed = _summary(proc.stdout)

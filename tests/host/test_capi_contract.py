@@ -194,11 +194,22 @@ def test_the_python_side_implements_every_python_function_declared(monkeypatch: 
             attached.append(name)
             return lambda fn: fn
 
+        @staticmethod
+        def string(value: bytes) -> bytes:
+            return value
+
     class FakeLib:
         @staticmethod
         def edgevm__take_job() -> None:
             return None  # NULL: the dispatcher thread ends at once
 
+        @staticmethod
+        def edgevm__library_path() -> bytes:
+            return b"/opt/app/lib/libedgevm.so"
+
+    from vm.isolation import supervisor
+
+    monkeypatch.setattr(supervisor, "launcher", None)
     monkeypatch.setattr(capi, "_dispatcher", None)
     monkeypatch.setattr(capi, "_ffi", None)
     monkeypatch.setattr(capi, "_lib", None)
@@ -208,6 +219,7 @@ def test_the_python_side_implements_every_python_function_declared(monkeypatch: 
     dispatcher.join(5)
     assert not dispatcher.is_alive()
     assert sorted(attached) == sorted(_declared(embedding))
+    assert supervisor.launcher == "/opt/app/lib/edgevm-zygote"  # worker zygotes start from beside the library
 
 
 def test_a_python_function_before_the_marker_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import msgpack
 
 from vm.errors import OK, BadInput, Closed, EdgeError, Internal, Timeout
+from vm.isolation import supervisor
 
 DEFAULT_MARGIN_MS = 25
 DEFAULT_SPIN_US = 200
@@ -41,6 +42,9 @@ def install(ffi: Any, lib: Any) -> None:
         return
     _ffi, _lib = ffi, lib
     _setup_logging(os.environ.get("EDGEVM_LOG", ""))
+    # sys.executable is the host program here: worker zygotes start from the launcher beside the library
+    here = ffi.string(lib.edgevm__library_path()).decode("utf-8", "surrogateescape")
+    supervisor.launcher = os.path.join(os.path.dirname(os.path.abspath(here)), supervisor.LAUNCHER_NAME)
     for fn in (edgevm__py_init, edgevm__py_open, edgevm__py_load, edgevm__py_track, edgevm__py_metrics,
                edgevm__py_listen, edgevm__py_close):
         ffi.def_extern(name=fn.__name__)(fn)

@@ -172,9 +172,9 @@ def cmd_capi_flags(args: argparse.Namespace) -> int:
     cflags = f"-I{includedir}"
     libs = f"-L{libdir} -Wl,-rpath,{libdir} -ledgevm"
     if args.pkg_config:
-        print(f"libdir={libdir}\nincludedir={includedir}\n\n"
-              f"Name: edgevm\nDescription: edgevm embeddable runtime for ML feature scripts (C API)\n"
-              f"Version: {version}\nCflags: -I${{includedir}}\nLibs: -L${{libdir}} -Wl,-rpath,${{libdir}} -ledgevm")
+        from vm.host.pkgconfig import pc_text
+
+        print(pc_text(version, str(libdir), str(includedir)), end="")
     elif args.cflags and not args.libs:
         print(cflags)
     elif args.libs and not args.cflags:

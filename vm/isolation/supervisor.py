@@ -33,16 +33,20 @@ log = logging.getLogger("edgevm.isolation")
 
 _BOOT = ("import os, sys; sys.path[:0] = [p for p in os.environ.pop('EDGEVM_ZYGOTE_PATH').split(os.pathsep) if p]; "
          "from vm.isolation.zygote import main; main()")
-# A program that runs _BOOT's job without being a Python executable (libedgevm's edgevm-zygote, set by
-# the C API's glue when the host program is not a Python interpreter).
-launcher: list[str] | None = None
+# The program that starts zygotes where sys.executable is not a Python (an app embedding libedgevm):
+# edgevm-zygote (native/zygote/launcher.c), beside the library; the C API's glue sets its path.
+LAUNCHER_NAME = "edgevm-zygote"
+launcher: str | None = None
 MAX_STDERR_LINES = 200
 
 
 def launch_command() -> list[str]:
     """How to start a zygote: the launcher beside libedgevm in an embedding host, else this Python."""
     if launcher is not None:
-        return list(launcher)
+        if not os.access(launcher, os.X_OK):
+            raise Crashed(f"process isolation needs {launcher}, the worker zygote's launcher, beside libedgevm "
+                          f"(reinstall edgevm, or set \"isolation\": \"thread\")")
+        return [launcher, "-c", _BOOT]
     return [sys.executable, "-I", "-S", "-c", _BOOT]
 
 
