@@ -29,7 +29,7 @@ import hostbuild  # noqa: E402
 
 from vm.host.runtime import Runtime  # noqa: E402
 
-CONFIG = {"deadline_ms": 1000, "workers": 2}
+CONFIG = {"deadline_ms": 1000, "workers": 2, "isolation": "thread"}  # host.c gets the same (--isolation)
 
 
 def python_round(rt: Runtime, payload: bytes, expect: bytes, iters: int) -> float:
@@ -46,7 +46,8 @@ def python_round(rt: Runtime, payload: bytes, expect: bytes, iters: int) -> floa
 
 def capi_round(host: Path, scenario: hostbuild.Scenario, iters: int, spin_us: int | None) -> float:
     spin = [] if spin_us is None else ["--spin-us", str(spin_us)]
-    out = subprocess.run([str(host), *scenario.host_args(), "--bench", str(iters), *spin], check=True,
+    out = subprocess.run([str(host), *scenario.host_args(), "--bench", str(iters), *spin, "--isolation",
+                          CONFIG["isolation"]], check=True,
                          capture_output=True, text=True).stdout
     doc = json.loads(out.strip().splitlines()[-1])
     if doc["mismatches"]:

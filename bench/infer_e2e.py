@@ -100,7 +100,7 @@ def main() -> None:
                 setattr(ops, name, clock.wrap("ops", getattr(ops, name)))
         models.ModelSession.run = clock.wrap("model", models.ModelSession.run)
 
-        rt = Runtime({"keys": out / "keys", "deadline_ms": 1000, "workers": 1})
+        rt = Runtime({"keys": out / "keys", "deadline_ms": 1000, "workers": 1, "isolation": "thread"})
         rt.load(out / "home-rerank.evb")
         session = models.ModelSession("ranker", (out / "ranking-src" / "ranker.onnx").read_bytes(),
                                       models.DeviceProfile.from_config(None))

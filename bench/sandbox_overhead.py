@@ -190,7 +190,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         keys.generate(tmp / "keys")
-        rt = Runtime({"keys": tmp / "keys", "deadline_ms": 60_000, "workers": 1})
+        rt = Runtime({"keys": tmp / "keys", "deadline_ms": 60_000, "workers": 1, "isolation": "thread"})
         for name, source in sources.items():
             src = tmp / name
             src.mkdir()

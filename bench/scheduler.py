@@ -144,7 +144,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         keys_dir, bundle = build(Path(tmp))
         payload = msgpack.packb({"xs": list(range(args.items))})
-        rt = Runtime({"keys": keys_dir, "deadline_ms": 1000, "queue_size": 4096})
+        rt = Runtime({"keys": keys_dir, "deadline_ms": 1000, "queue_size": 4096, "isolation": "thread"})
         try:
             rt.load(bundle)
             core_latency(rt, payload, 200, 0)  # warm up

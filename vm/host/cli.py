@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vm.errors import BadInput, EdgeError, NotFound
+from vm.host.config import ISOLATION_MODES
 
 
 def _print_json(doc: Any) -> None:
@@ -108,6 +109,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     inputs = _read_input(args.input)
     config: dict[str, Any] = {"keys": args.keys, "deadline_ms": args.deadline_ms}
+    if args.isolation:
+        config["isolation"] = args.isolation
     with Runtime(config) as rt:
         rt.load(args.bundle)
         repeat = max(1, args.repeat)
@@ -219,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="input file (.json or .msgpack; - for JSON on stdin)")
     p.add_argument("--deadline-ms", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=1, help="run N times and report latency on stderr")
+    p.add_argument("--isolation", choices=ISOLATION_MODES,
+                   help="run the bundle in a locked-down worker process (the default where the OS can fork) or "
+                        "in this process")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("capi-flags", help="print the compiler and linker flags for a host app using the C API",
