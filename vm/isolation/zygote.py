@@ -44,9 +44,15 @@ def native_threads() -> int:
 
 
 def preload() -> None:
-    """Import what any worker may need, so that a worker imports nothing after its lockdown."""
+    """Import what any worker may need, so that a worker imports nothing after its lockdown. An
+    install without onnxruntime still runs bundles without models (a worker whose bundle has models
+    then fails its load with a typed error, before its lockdown)."""
     import numpy  # noqa: F401
-    import onnxruntime  # noqa: F401
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        pass
 
     import stdlib_slim
     from vm.execution import executor, watchdog  # noqa: F401

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vm.errors import BadInput, Timeout
+from vm.errors import BadInput, IncompatibleError, Timeout
 from vm.ml.profile import DeviceProfile
 
 __all__ = ["DeviceProfile", "ModelSession", "TensorSpec", "load_models", "ONNX_TO_NUMPY"]
@@ -110,7 +110,11 @@ class ModelSession:
             raise BadInput(f"model {name!r}: expected the model as bytes, got {type(model_bytes).__name__}")
         if len(model_bytes) == 0:
             raise BadInput(f"model {name!r}: model bytes are empty")
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise IncompatibleError(f"model {name!r}: this device has no onnxruntime, which bundles with models "
+                                    f"need") from None
 
         self.name = name
         self.profile = profile if profile is not None else DeviceProfile()
