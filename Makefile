@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test stress bench lint clean
 
 $(STAMP): pyproject.toml setup.py build.py $(wildcard native/*/*.c native/*/*.h native/*/*.cdef)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ demo: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q tests
+
+# The long versions of the kill loops (make test runs short ones).
+stress: $(STAMP)
+	EDGEVM_STRESS=1 $(PY) -m pytest -q tests/isolation/test_stress.py
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

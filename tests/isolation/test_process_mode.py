@@ -300,10 +300,13 @@ def entry(inputs):
     t = threading.Thread(target=lambda: results.append(rt.infer("s", "b", {"wait": 0.5})))
     t.start()
     assert wait_until(lambda: pool_stats(rt, "swap")["busy"] == 1)
+    queued: list = []  # routed to v1 before the swap, waiting for its only worker
+    rt.infer_async("s", "b", b"\x80", lambda status, data: queued.append((status, data)), priority="core")
     rt.load(v2)
     assert rt.infer("s", "b", {}) == 2
     t.join(10)
     assert results == [1]
+    assert wait_until(lambda: bool(queued)) and queued == [(0, b"\x01")]  # served by v1, as in thread mode
     assert wait_until(lambda: not any(exists(p) for p in old)), "the old version's workers did not exit"
 
 

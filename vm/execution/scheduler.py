@@ -46,7 +46,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from vm.errors import BadInput, Busy, CircuitOpen, Closed, EdgeError, NotFound, Timeout
@@ -281,6 +281,11 @@ class Scheduler:
         w = _Worker(self, level, next(self._worker_ids))
         self._workers[level][w.ident] = w
         w.thread.start()
+
+    def has_live(self, pred: Callable[[Task], bool]) -> bool:
+        """Whether an accepted task that has not ended yet satisfies ``pred``."""
+        with self._lock:
+            return any(pred(t) for t in self._live.values())
 
     def ensure_workers(self, level: int, n: int) -> None:
         """At least ``n`` worker threads on queue ``level`` from now on (process mode: a thread waits

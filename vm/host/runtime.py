@@ -72,9 +72,11 @@ class _Loaded:
             return Task(_run_step, inst, business, payload, deps, used, memory_limit=memory_limit, deps=deps, **kw)
         return Task(inst.warm, memory_limit=memory_limit, deps=deps, **kw)
 
-    def retire(self) -> None:
-        if self.pool is not None:
-            self.pool.retire()
+    def retire(self, sched: Scheduler) -> None:
+        """This bundle was replaced or unloaded: its workers exit once the calls routed to it ended."""
+        pool = self.pool
+        if pool is not None:
+            pool.retire(lambda: sched.has_live(lambda t: t.fn is _pool_call and t.args[0] is pool))
 
 
 class Runtime:
@@ -126,10 +128,10 @@ class Runtime:
         try:
             old = self._install(loaded, downgrade_ok)
         except BaseException:
-            loaded.retire()
+            loaded.retire(self._sched)
             raise
         if old is not None:
-            old.retire()  # its calls in flight finish on its workers, which then exit
+            old.retire(self._sched)  # the calls routed to it finish on its workers, which then exit
         log.info("loaded bundle %s %s (%d modules, %d models, %s)", bundle.name, bundle.version, len(bundle.codes),
                  len(bundle.models), self.config.isolation)
         return self._info(loaded)
@@ -220,7 +222,7 @@ class Runtime:
                 raise NotFound(f"no bundle named {name!r} is loaded")
             for route in loaded.routes:
                 self._routes.pop(route, None)
-        loaded.retire()
+        loaded.retire(self._sched)
 
     def bundles(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -410,8 +412,6 @@ class Runtime:
             loaded = list(self._bundles.values())
             self._bundles.clear()
             self._routes.clear()
-        for b in loaded:
-            b.retire()
         self._sched.close(self.config.close_timeout_ms / 1000)
         if self._sup is not None:
             for b in loaded:

@@ -67,6 +67,8 @@ class Pool:
         self._starting = 0
         self._ids = itertools.count(1)
         self._closed = False
+        self._retiring = False
+        self._waiters = 0
         self._failures = 0        # consecutive workers that failed to start
         self._retry_at = 0.0
         self.counts = {"started": 0, "crashed": 0, "killed": 0, "invalid_replies": 0, "start_failures": 0}
@@ -95,8 +97,37 @@ class Pool:
                 self._idle.append(w)
         self._maint.start()
 
-    def retire(self) -> None:
-        """Stop taking calls: idle workers and spares exit now, busy ones after their call."""
+    def retire(self, still_needed: Callable[[], bool] = lambda: False) -> None:
+        """The bundle was replaced or unloaded: stop for good once nothing needs this pool any more.
+        Calls in flight, and calls already queued for it (``still_needed()``), are served by its
+        workers first, as in thread mode the old version serves what was routed to it; the spares
+        exit now."""
+        with self._cond:
+            if self._closed or self._retiring:
+                return
+            self._retiring = True
+            spares, self._spare = self._spare, []
+            for w in spares:
+                w.state = DEAD
+            self._cond.notify_all()
+        for w in spares:
+            self._dismiss(w)
+        threading.Thread(target=self._drain, args=(still_needed,), name=f"edgevm-drain-{self.name}",
+                         daemon=True).start()
+
+    def _drain(self, still_needed: Callable[[], bool]) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                busy = self._waiters or any(w.state == BUSY for w in self._workers)
+            if not busy and not still_needed():
+                break
+            time.sleep(0.02)
+        self._shut()
+
+    def _shut(self) -> None:
+        """No more calls: idle workers exit now, busy ones after their call."""
         with self._cond:
             if self._closed:
                 return
@@ -113,8 +144,8 @@ class Pool:
             self._dismiss(w)
 
     def close(self, timeout_s: float) -> None:
-        """``retire``, wait up to ``timeout_s`` for calls in flight, then kill what is left."""
-        self.retire()
+        """Stop now: wait up to ``timeout_s`` for calls in flight, then kill what is left."""
+        self._shut()
         end = time.monotonic() + timeout_s
         with self._cond:
             while any(w.state == BUSY for w in self._workers) and time.monotonic() < end:
@@ -190,7 +221,11 @@ class Pool:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise Timeout(f"{label} waited for a worker process past its deadline")
-                self._cond.wait(left)
+                self._waiters += 1
+                try:
+                    self._cond.wait(left)
+                finally:
+                    self._waiters -= 1
 
     def _overdue(self, w: _Worker) -> None:
         """``w`` missed its call's deadline: a spare serves the next calls in its place."""
@@ -317,7 +352,7 @@ class Pool:
         while True:
             with self._cond:
                 while not self._closed and (len(self._workers) + self._starting >= self.size
-                                            and len(self._spare) >= self.spares
+                                            and len(self._spare) >= (0 if self._retiring else self.spares)
                                             or time.monotonic() < self._retry_at):
                     wait = self._retry_at - time.monotonic() if time.monotonic() < self._retry_at else None
                     self._cond.wait(wait)
