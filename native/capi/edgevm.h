@@ -79,9 +79,12 @@ enum {
 /*
  * edgevm_open — start a runtime.
  *   config_json: NUL-terminated UTF-8 JSON object, the runtime configuration, e.g.
- *     {"keys": "/path/to/keygen-dir", "deadline_ms": 200, "data_dir": "/path/to/state"}
+ *     {"keys": "/path/to/keygen-dir", "deadline_ms": 200, "isolation": "process"}
  *     "keys" is a keygen directory, a device.json path, or inline {"verify": [...], "decrypt": [...]}
- *     base64 keys. Optional: "device_profile" (object), "workers", "memory_limit_mb", "queue_size",
+ *     base64 keys. "isolation": "process" (the default where the OS can fork: every bundle runs in
+ *     locked-down worker processes started from edgevm-zygote, which must stay beside libedgevm) or
+ *     "thread" (scripts run in this process). Optional: "device_profile" (object), "workers",
+ *     "spare_workers", "memory_limit_mb", "queue_size",
  *     "max_input_bytes", "max_bundle_bytes", "load_deadline_ms", "allow_downgrade", ...; and two of
  *     the C layer: "capi_margin_ms" (how long past a call's deadline the C side waits for the
  *     runtime's own answer before it answers EDGEVM_ETIMEOUT itself; default 25) and "capi_spin_us"
@@ -102,8 +105,8 @@ EDGEVM_API int edgevm_open(const char *config_json, edgevm_t **out);
  * memory (data/len, read during the call only) or from a file. A newer version of an already loaded
  * bundle replaces it atomically; an older one is EDGEVM_EDOWNGRADE unless "allow_downgrade".
  *   Errors: EINVAL (NULL, len 0 or over "max_bundle_bytes", not a bundle), ESIGNATURE, EDECRYPT,
- *   EINCOMPATIBLE, EPOLICY, ESCRIPT (module top level raised), ETIMEOUT ("load_deadline_ms"),
- *   ENOTFOUND (file), EDOWNGRADE, ECLOSED, EINTERNAL.
+ *   EINCOMPATIBLE, EPOLICY, ESCRIPT (module top level raised), ECRASHED (a worker died loading it),
+ *   ETIMEOUT ("load_deadline_ms"), ENOTFOUND (file), EDOWNGRADE, ECLOSED, EINTERNAL.
  *   Ownership: data/path are read during the call only. Threading: any thread; takes the interpreter
  *   lock; concurrent loads are safe.
  */
@@ -120,7 +123,8 @@ EDGEVM_API int edgevm_load_file(edgevm_t *vm, const char *path);
  *   Waits in plain C: a script stuck in a long native call cannot delay the return past the deadline
  *   (the abandoned call is cleaned up when it ends).
  *   Errors: EINVAL (NULL, empty/oversized/invalid msgpack, codes not UTF-8 or longer than 1024 bytes),
- *   ENOTFOUND (no such entry), ESCRIPT, EPOLICY, ERESOURCE, ETIMEOUT, EBUSY, ECIRCUIT, ECLOSED, EINTERNAL.
+ *   ENOTFOUND (no such entry), ESCRIPT, EPOLICY, ERESOURCE, ETIMEOUT, EBUSY, ECIRCUIT, ECRASHED, ECLOSED,
+ *   EINTERNAL.
  *   Threading: any thread, any number at once; never takes the interpreter lock on the calling thread
  *   (the call is handed to the runtime's dispatcher and waited for on a condition variable).
  */

@@ -56,8 +56,10 @@ class Config:
     memory_guard: bool = _opt(True, doc="enforce memory_limit_mb (off: no per-call budget)")
     max_bundle_bytes: int = _opt(64 << 20, 1024, 1 << 34, "largest bundle accepted")
     max_input_bytes: int = _opt(16 << 20, 16, 1 << 31, "largest msgpack input, event or result")
-    grace_ms: int = _opt(50, 1, 60_000, "how long past its deadline a call may run before its worker is retired")
-    max_stuck_workers: int = _opt(4, 0, 64, "retired (stuck) worker threads replaced before new ones stop")
+    grace_ms: int = _opt(50, 1, 60_000, "how long past its deadline a call may run before its worker is retired (thread) or "
+                                         "killed (process)")
+    max_stuck_workers: int = _opt(4, 0, 64, "thread mode: retired (stuck) worker threads replaced before new ones "
+                                           "stop")
     queue_size: int = _opt(1024, 1, 1 << 20, "accepted, not yet started tasks per queue")
     breaker_failures: int = _opt(5, 1, 1 << 30, "consecutive failures that open an entry's circuit breaker")
     breaker_cooldown_ms: int = _opt(30_000, 0, 86_400_000, "how long an open breaker fails fast")
