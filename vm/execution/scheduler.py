@@ -235,7 +235,7 @@ class Scheduler:
         task.timed = False  # this thread keeps the deadline itself
         self.submit(task)
         if not event.wait(max(task.deadline - time.monotonic(), 0.0) + 0.001):
-            if not self._finish(task, None, Timeout(f"{task.label} did not finish before its deadline"), True):
+            if not self._finish(task, None, _late(task), True):
                 event.wait()  # settled by another thread an instant ago
         if task.error is not None:
             raise task.error
@@ -431,7 +431,7 @@ class Scheduler:
                     task.label if task else "a call", " and replaced" if replace else
                     f" ({len(self._lingering)} stuck, cap {self.max_stuck}: not replaced)")
         if task is not None:
-            self._finish(task, None, Timeout(f"{task.label} did not finish before its deadline"), False)
+            self._finish(task, None, _late(task), False)
 
     def _lingering_exit(self, w: _Worker) -> None:
         with self._lock:
@@ -506,7 +506,7 @@ class Scheduler:
     def _expire(self, item: Task | Chain) -> None:
         """The deadline thread: ``item``'s deadline passed."""
         if isinstance(item, Task):
-            self._finish(item, None, Timeout(f"{item.label} did not finish before its deadline"), False)
+            self._finish(item, None, _late(item), False)
             return
         for t in item.tasks:
             if t.state != SETTLED:
@@ -584,3 +584,9 @@ class Scheduler:
         for t in threads:
             t.join(max(0.0, end - time.monotonic()))
         self.watchdog.close()
+
+
+def _late(t: Task) -> Timeout:
+    """The error of a task whose deadline passed while it ran (or waited for its worker)."""
+    had = f" (it had {t.budget_s * 1000:.0f} ms)" if t.budget_s is not None else ""
+    return Timeout(f"{t.label} did not finish before its deadline{had}")

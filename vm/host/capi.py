@@ -148,8 +148,7 @@ def edgevm__py_track(handle: int, data: Any, length: int, status: Any) -> None:
 def edgevm__py_metrics(handle: int, out: Any, out_len: Any, status: Any) -> None:
     def run() -> None:
         rt = _runtime(handle)
-        metrics = rt.metrics() if hasattr(rt, "metrics") else rt.stats()
-        doc = dict(metrics) if isinstance(metrics, dict) else {"runtime": metrics}
+        doc = rt.metrics()
         counters = _ffi.new("edgevm_counters_t *")
         if _lib.edgevm__counters(handle, counters) == 0:
             doc["capi"] = {name: int(getattr(counters, name)) for name in (

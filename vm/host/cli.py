@@ -1,14 +1,45 @@
-"""``edgevm``: keygen, pack, inspect and run bundles from the command line."""
+"""``edgevm``: keygen, check, pack, inspect and run bundles from the command line."""
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vm.errors import BadInput, EdgeError, NotFound
-from vm.host.config import ISOLATION_MODES
+from vm.errors import ALL_ERRORS, BadInput, EdgeError, NotFound
+from vm.host.config import ISOLATION_MODES, default
+
+if TYPE_CHECKING:
+    from vm.tools.packer import ProblemList
+
+EXIT_OK = 0
+EXIT_CRASH = 1  # an uncaught exception: Python's own exit status for a traceback
+EXIT_USAGE = 2  # argparse's exit status for a bad command line
+EXIT_BASE = 10  # an EdgeError exits with EXIT_BASE + its code (vm.errors)
+
+
+def exit_code(error: EdgeError | type[EdgeError]) -> int:
+    """The exit status for ``error``: ``EXIT_BASE`` + its stable code."""
+    return EXIT_BASE + error.code
+
+
+def exit_codes() -> list[tuple[int, str, str]]:
+    """(status, name, meaning) of every exit status the CLI uses, the error classes from ``vm.errors``."""
+    return [(EXIT_OK, "ok", "success"),
+            (EXIT_CRASH, "unexpected", "an unexpected failure of the CLI itself (a Python traceback: a bug in edgevm)"),
+            (EXIT_USAGE, "usage", "the command line is wrong (unknown option, missing argument)"),
+            *((exit_code(cls), cls.name, " ".join((cls.__doc__ or "").replace("``", "").split()))
+              for cls in ALL_ERRORS)]
+
+
+def _epilog() -> str:
+    rows = "\n".join(f"  {status:<5}{name:<14}{meaning}" for status, name, meaning in exit_codes())
+    return (f"exit status:\n{rows}\n\n"
+            "pack and check: bad_input is bundle.json (or a path) that is wrong, script a script that does not "
+            "compile, policy a script the sandbox policy refuses.")
 
 
 def _print_json(doc: Any) -> None:
@@ -31,7 +62,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from vm.tools.packer import PackError, pack
+    from vm.tools.packer import ProblemList, pack
 
     quantize = {}
     for item in args.quantize or []:
@@ -42,17 +73,38 @@ def cmd_pack(args: argparse.Namespace) -> int:
     try:
         result = pack(args.src, args.keys, args.output, targets=args.target,
                       skip_source_policy=args.unsafe_skip_source_policy, quantize=quantize)
-    except PackError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"error[{exc.name}/{exc.code}]: {len(exc.problems)} problem(s); nothing was packed", file=sys.stderr)
-        return 1
+    except ProblemList as exc:
+        return _problems(exc, "nothing was packed")
     targets = ", ".join(f"{t['python']} ({t['magic']})" for t in result.targets)
     print(f"packed {result.path} ({result.size} bytes): modules {', '.join(result.modules)}; targets {targets}")
     if args.unsafe_skip_source_policy:
         print("WARNING: the source policy was skipped (--unsafe-skip-source-policy)", file=sys.stderr)
     for name, report in result.quantization.items():
         print(f"  model {name}: {json.dumps(report, sort_keys=True)}")
+    return 0
+
+
+def _problems(exc: ProblemList, outcome: str) -> int:
+    """Print a ``ProblemList``: one ``file:line:col: reason`` line each, then the one-line summary."""
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    summary = exc.message.splitlines()[0]
+    print(f"error[{exc.name}/{exc.code}]: {summary}; {outcome}", file=sys.stderr)
+    return exit_code(exc)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from vm.tools.packer import ProblemList, check
+
+    try:
+        result = check(args.src, targets=args.target)
+    except ProblemList as exc:
+        return _problems(exc, "the device would refuse this bundle")
+    manifest = result.manifest
+    targets = ", ".join(f"{t['python']} ({t['magic']})" for t in result.targets)
+    print(f"ok: {manifest['name']} {manifest['version']}: entries {', '.join(sorted(manifest['entries']))}; "
+          f"modules {', '.join(sorted(result.modules))}; models {', '.join(sorted(result.models)) or 'none'}; "
+          f"targets {targets}")
     return 0
 
 
@@ -102,27 +154,66 @@ def _read_input(path: str) -> Any:
         raise BadInput(f"input {path} is not valid JSON: {exc}") from None
 
 
+def _run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The runtime options for ``run``: the ``--config`` file, then the flags given on the command line."""
+    doc: dict[str, Any] = {}
+    if args.config:
+        try:
+            doc = json.loads(Path(args.config).read_text())
+        except ValueError as exc:
+            raise BadInput(f"--config {args.config} is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise BadInput(f"--config {args.config} must hold a JSON object of runtime options")
+        if "log" in doc:
+            raise BadInput(f"--config {args.config}: 'log' is the Python API's callback; the CLI prints script "
+                           "output on stderr (--quiet hides it)")
+    for option, value in (("keys", args.keys), ("deadline_ms", args.deadline_ms), ("isolation", args.isolation)):
+        if value is not None:
+            doc[option] = value
+    if "keys" not in doc:
+        raise BadInput("run needs the device keys: --keys DIR, or \"keys\" in the --config file")
+    doc["log"] = _ignore_log if args.quiet else _print_log
+    return doc
+
+
+def _print_log(bundle: str, line: str) -> None:
+    """Script output (``print``, ``edge.log``) on stderr, as it happens."""
+    print(f"[{bundle}] {line}", file=sys.stderr, flush=True)
+
+
+def _ignore_log(bundle: str, line: str) -> None:
+    """--quiet: script output goes nowhere."""
+
+
+def percentiles(samples: Sequence[float], points: Sequence[int] = (50, 90, 99)) -> dict[str, float]:
+    """Nearest-rank percentiles of ``samples`` (``{"p50": ..., ...}``): each is one of the samples."""
+    ordered = sorted(samples)
+    return {f"p{p}": ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1] for p in points}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
     from vm.host.runtime import Runtime
 
+    config = _run_config(args)
     inputs = _read_input(args.input)
-    config: dict[str, Any] = {"keys": args.keys, "deadline_ms": args.deadline_ms}
-    if args.isolation:
-        config["isolation"] = args.isolation
+    times: list[float] = []
     with Runtime(config) as rt:
-        rt.load(args.bundle)
-        repeat = max(1, args.repeat)
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            result = rt.infer(args.system, args.business, inputs)
-            times.append((time.perf_counter() - t0) * 1000)
+        try:
+            rt.load(args.bundle)
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                result = rt.infer(args.system, args.business, inputs)
+                times.append((time.perf_counter() - t0) * 1000)
+        finally:
+            if args.metrics:
+                print(json.dumps(rt.metrics(), sort_keys=True, default=str), file=sys.stderr)
     _print_json(result)
     if args.repeat > 1:
-        times.sort()
-        print(f"# {repeat} runs: p50 {times[len(times) // 2]:.3f} ms, min {times[0]:.3f} ms", file=sys.stderr)
+        stats = ", ".join(f"{name} {ms:.3f} ms" for name, ms in percentiles(times).items())
+        print(f"latency over {len(times)} runs: {stats} (min {min(times):.3f} ms, max {max(times):.3f} ms)",
+              file=sys.stderr)
     return 0
 
 
@@ -187,8 +278,54 @@ def cmd_capi_flags(args: argparse.Namespace) -> int:
     return 0
 
 
+def version_text() -> str:
+    """What ``edgevm --version`` prints: the runtime, the bundle format and what it runs on, the
+    libraries' versions read from their metadata (numpy and onnxruntime are not imported)."""
+    import importlib.metadata
+    import importlib.util
+    import platform
+
+    from vm import __version__
+    from vm.bundle.format import FORMAT_VERSION
+
+    lines = [f"edgevm {__version__}", f"bundle format {FORMAT_VERSION}",
+             f"CPython {platform.python_version()} (bytecode magic {importlib.util.MAGIC_NUMBER.hex()})"]
+    for dist in ("numpy", "onnxruntime"):
+        try:
+            lines.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:  # a device image may ship packages without metadata
+            found = importlib.util.find_spec(dist) is not None
+            lines.append(f"{dist}: {'installed without its metadata (version unknown)' if found else 'not installed'}")
+    return "\n".join(lines)
+
+
+class _Version(argparse.Action):
+    """``--version``: print ``version_text()`` and exit (computed only when asked for)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1 (``--repeat``, ``--deadline-ms``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgevm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="edgevm", description=__doc__, epilog=_epilog(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, help="print the versions of edgevm, the bundle format, "
+                                                           "CPython, numpy and onnxruntime, and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("keygen", help="write a new server and device key set")
@@ -197,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "to them then refuse new bundles)")
     p.set_defaults(func=cmd_keygen)
 
-    p = sub.add_parser("pack", help="compile, check, encrypt and sign a bundle")
+    p = sub.add_parser("pack", help="compile, check, encrypt and sign a bundle", epilog=_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", help="directory with bundle.json and the scripts")
     p.add_argument("--keys", required=True, help="keygen directory (server keys)")
     p.add_argument("-o", "--output", required=True, help="bundle file to write (.evb)")
@@ -206,25 +344,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", action="append", metavar="MODEL=MODE",
                    help="quantise a model: fp32, fp16 or uint8 (repeatable)")
     p.add_argument("--unsafe-skip-source-policy", action="store_true",
-                   help="do not check sources (for tests and audits of the load-time check only)")
+                   help="do not check sources (the policy, entry functions, the bytecode check): for tests and "
+                        "audits of the load-time checks only")
     p.set_defaults(func=cmd_pack)
 
-    p = sub.add_parser("inspect", help="show a bundle's header, key ids, targets and signature")
+    p = sub.add_parser("check", help="run pack's checks without keys and without writing anything",
+                       description="Check a bundle source directory as pack does (bundle.json, entries, compiling "
+                                   "for every target, the source policy, the device's bytecode check, the models), "
+                                   "without keys and without writing anything: exit 0 if pack would accept it.",
+                       epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("src", help="directory with bundle.json and the scripts")
+    p.add_argument("--target", action="append", help="CPython version to compile for (repeatable); "
+                                                      "default: every CPython >= 3.11 found")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("inspect", help="show a bundle's header, key ids, targets and signature", epilog=_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle")
     p.add_argument("--keys", help="device keys: also verify, decrypt and list the contents")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("run", help="load and run a bundle as the device would")
+    p = sub.add_parser("run", help="load and run a bundle as the device would",
+                       description="Load a bundle and run one entry with the device runtime's defaults "
+                                   "(docs/config.md); script output (print, edge.log) goes to stderr.",
+                       epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle")
-    p.add_argument("--keys", required=True, help="device keys (keygen directory or device.json)")
+    p.add_argument("--keys", help="device keys (keygen directory or device.json); or 'keys' in --config")
     p.add_argument("--system", required=True)
     p.add_argument("--business", required=True)
     p.add_argument("--input", required=True, help="input file (.json or .msgpack; - for JSON on stdin)")
-    p.add_argument("--deadline-ms", type=int, default=1000)
-    p.add_argument("--repeat", type=int, default=1, help="run N times and report latency on stderr")
+    p.add_argument("--config", metavar="FILE", help="a JSON object of runtime options: any option of "
+                                                    "docs/config.md but 'log' (paths relative to the current "
+                                                    "directory); the flags below override it")
+    p.add_argument("--deadline-ms", type=_positive,
+                   help=f"deadline of each call (default: the runtime's, {default('deadline_ms')} ms)")
     p.add_argument("--isolation", choices=ISOLATION_MODES,
-                   help="run the bundle in a locked-down worker process (the default where the OS can fork) or "
-                        "in this process")
+                   help="run the bundle in a locked-down worker process or in this process (default: the "
+                        f"runtime's, here {default('isolation')!r}: process on Linux and Android)")
+    p.add_argument("--repeat", type=_positive, default=1, metavar="N",
+                   help="run N times; print latency percentiles (p50, p90, p99) on stderr")
+    p.add_argument("--metrics", action="store_true", help="print the runtime's metrics (JSON) on stderr after "
+                                                          "the run")
+    p.add_argument("--quiet", action="store_true", help="do not show script output (print, edge.log)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("capi-flags", help="print the compiler and linker flags for a host app using the C API",
@@ -243,11 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EdgeError as exc:
-        print(exc.one_line(), file=sys.stderr)
-        return 1
+        error = exc
+    except FileNotFoundError as exc:
+        error = NotFound(str(exc))
     except OSError as exc:
-        print(f"error[bad_input/1]: {exc}", file=sys.stderr)
-        return 1
+        error = BadInput(str(exc))
+    print(error.one_line(), file=sys.stderr)
+    return exit_code(error)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from vm.isolation.supervisor import Supervisor
 from vm.sandbox.instance import BundleInstance
 
 log = logging.getLogger("edgevm")
+MAX_LISTED_ROUTES = 20  # routes an unknown-route error lists
 
 
 def _memory_guard_supported() -> bool:
@@ -272,7 +273,12 @@ class Runtime:
             raise BadInput(f"inputs of {len(payload)} bytes exceed the limit of {self.config.max_input_bytes}")
         route = self._routes.get((system, business))
         if route is None:
-            raise NotFound(f"no entry for system {system!r}, business {business!r}")
+            with self._lock:
+                known = sorted(self._routes)
+            listed = ", ".join(f"{s}/{b}" for s, b in known[:MAX_LISTED_ROUTES])
+            more = f" and {len(known) - MAX_LISTED_ROUTES} more" if len(known) > MAX_LISTED_ROUTES else ""
+            raise NotFound(f"no entry for system {system!r}, business {business!r}; "
+                           f"loaded: {listed + more if known else 'none (no bundle is loaded)'}")
         loaded, _ = route
         budget = self.config.deadline_ms if deadline_ms is None else deadline_ms
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:

@@ -19,6 +19,7 @@ under every target interpreter).
 """
 from __future__ import annotations
 
+import difflib
 import re
 import string
 
@@ -151,7 +152,10 @@ def import_problem(module: str, bundle_modules: frozenset[str] | set[str]) -> st
     """Why importing ``module`` (absolute, dotted) is refused."""
     if module in ALLOWED_IMPORTS or module in bundle_modules:
         return None
-    return f"import of '{module}' is not allowed (allowed: stdlib_slim modules, edge, the bundle's own modules)"
+    close = difflib.get_close_matches(module, sorted(ALLOWED_IMPORTS), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return (f"import of '{module}' is not allowed{hint}; scripts may import {', '.join(sorted(ALLOWED_IMPORTS))} "
+            "and the bundle's own modules")
 
 
 def import_from_problem(name: str) -> str | None:

@@ -34,7 +34,12 @@ def call_script(files: frozenset[str], fn: Callable[..., Any], *args: Any) -> An
     raises other than the runtime's own errors and timeout becomes a typed ``EdgeError``."""
     try:
         return fn(*args)
-    except (ScriptTimeout, EdgeError):
+    except ScriptTimeout as exc:
+        frames = bundle_frames(exc.__traceback__, files)
+        if frames:  # where the deadline stopped the script, for the timeout's message
+            exc.script_frame = frames[-1][:2]
+        raise
+    except EdgeError:
         raise
     except BaseException as exc:  # noqa: BLE001 - everything a script raises becomes a typed error
         raise script_error(exc, files) from None

@@ -1,13 +1,17 @@
-"""``edgevm pack``: compile, check, encrypt and sign a bundle (server side).
+"""``edgevm pack`` and ``edgevm check``: compile, check, encrypt and sign a bundle (server side).
 
-Scripts are compiled by every target CPython (one code blob per bytecode magic number), after
-the source policy accepted them. The payload is encrypted under a fresh random content key
+``check`` refuses what a device's load would refuse, as far as it can be known without running the
+scripts: the manifest, entries naming a module or top-level function that does not exist, scripts
+that do not compile under a target CPython (a ``ScriptSyntaxError``), the source policy, the
+device's own bytecode check, models ONNX Runtime cannot load. ``pack`` runs it, then seals and signs.
+Scripts are compiled by every target CPython (one code blob per bytecode magic number). The payload is encrypted under a fresh random content key
 that is sealed to the device's X25519 key; the signature covers the prefix, the header and the
 ciphertext (encrypt-then-sign), so a device verifies before it decrypts anything.
 """
 from __future__ import annotations
 
 import base64
+import difflib
 import glob
 import importlib.util
 import json
@@ -16,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import symtable
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,7 +36,7 @@ import vm
 from vm.bundle import format as bundle_format
 from vm.bundle import keys
 from vm.bundle import manifest as manifest_rules
-from vm.errors import BadInput, EdgeError, NotFound, PolicyError
+from vm.errors import BadInput, EdgeError, NotFound, PolicyError, ScriptError
 from vm.policy.verifier import verify_module_code
 from vm.tools import source_policy
 
@@ -39,13 +44,35 @@ WORKER = Path(__file__).with_name("compile_worker.py")
 MIN_TARGET = (3, 11)
 
 
-class PackError(PolicyError):
-    """The bundle could not be packed (the policy refused it, or it does not compile); ``problems``
-    lists ``file:line:col: reason`` lines."""
+class ProblemList(EdgeError):
+    """An error listing ``file:line:col: reason`` lines in ``problems`` (the message shows the first
+    20); its code is the one of the ``vm.errors`` class it is combined with."""
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         self.problems = problems or []
         super().__init__("\n".join([message, *self.problems[:20]]), detail={"problems": self.problems})
+
+
+class PackError(ProblemList, PolicyError):
+    """The source policy or the device's bytecode check refused the bundle."""
+
+
+class ScriptSyntaxError(ProblemList, ScriptError):
+    """A script does not compile under a target CPython: a script error (what importing its source
+    would raise), not a policy violation."""
+
+
+@dataclass
+class CheckResult:
+    """What ``check`` accepted: the manifest, the scripts, their code per bytecode magic, the models
+    (quantised where asked) and their quantisation reports."""
+
+    manifest: dict[str, Any]
+    modules: dict[str, dict[str, Any]]
+    code: dict[str, dict[str, bytes]]
+    targets: list[dict[str, str]]
+    models: dict[str, bytes]
+    quantization: dict[str, dict]
 
 
 @dataclass
@@ -130,8 +157,9 @@ def _runs(exe: str) -> bool:
         return False
 
 
-def compile_for(exe: str, modules: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Run the compile worker under interpreter ``exe``."""
+def compile_for(exe: str, version: str, modules: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Run the compile worker under interpreter ``exe`` (CPython ``version``); a script that does not
+    compile is a ``ScriptSyntaxError``."""
     request = {"modules": {n: {"file": m["file"], "source": m["source"]} for n, m in modules.items()}}
     proc = subprocess.run([exe, "-I", "-S", str(WORKER)], input=json.dumps(request), capture_output=True,
                           text=True, timeout=300)
@@ -139,46 +167,80 @@ def compile_for(exe: str, modules: dict[str, dict[str, Any]]) -> dict[str, Any]:
         raise EdgeError(f"compiler {exe} failed: {proc.stderr.strip()[-2000:]}")
     result = json.loads(proc.stdout)
     if result["errors"]:
-        raise PackError(f"{len(result['errors'])} syntax error(s)", result["errors"])
+        raise ScriptSyntaxError(f"{len(result['errors'])} script(s) do not compile under CPython {version}",
+                                result["errors"])
     return result
 
 
-def pack(src_dir: str | Path, keys_dir: str | Path, out: str | Path, *, targets: list[str] | None = None,
-         skip_source_policy: bool = False, quantize: dict[str, str] | None = None,
-         created: int | None = None) -> PackResult:
-    """Build ``out`` from ``src_dir``; raises ``PackError`` listing policy violations."""
+def top_level_names(source: str, file: str) -> set[str]:
+    """Names a module may bind at its top level: defs, classes, assignments, imports (in any
+    top-level statement, ``if``/``try`` bodies included), and names a function declares ``global``."""
+    try:
+        table = symtable.symtable(source, file, "exec")
+    except SyntaxError as exc:
+        host = f"{sys.version_info.major}.{sys.version_info.minor}"
+        raise ScriptSyntaxError(f"{file} does not parse under CPython {host}, which checks the sources",
+                                [f"{file}:{exc.lineno or 0}:{exc.offset or 0}: syntax error: {exc.msg}"]) from None
+    return {sym.get_name() for sym in table.get_symbols()
+            if sym.is_assigned() or sym.is_imported() or sym.is_namespace() or sym.is_declared_global()}
+
+
+def check_entries(manifest: dict[str, Any], modules: dict[str, dict[str, Any]], *, functions: bool) -> None:
+    """Every entry names a script module and, with ``functions``, a name its module binds at top
+    level (what the device looks up once the module ran); ``BadInput`` lists every entry that does not."""
+    problems = []
+    defined: dict[str, set[str]] = {}
+    for business, spec in manifest["entries"].items():
+        module, _, func = spec.partition(":")
+        if module not in modules:
+            problems.append(f"entry {business!r} names module {module!r}, which is not among the scripts "
+                            f"(modules: {', '.join(sorted(modules))})")
+            continue
+        if not functions:
+            continue
+        m = modules[module]
+        names = defined.get(module)
+        if names is None:
+            names = defined[module] = top_level_names(m["source"], m["file"])
+        if func not in names:
+            close = difflib.get_close_matches(func, sorted(names), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"entry {business!r} names {spec}, but {m['file']} defines no {func!r} at its top "
+                            f"level{hint}")
+    if problems:
+        raise BadInput("bundle.json: " + "; ".join(problems))
+
+
+def check(src_dir: str | Path, *, targets: list[str] | None = None, skip_source_policy: bool = False,
+          quantize: dict[str, str] | None = None) -> CheckResult:
+    """Every check ``pack`` makes, without keys and without writing anything: the manifest, the
+    entries, compiling under every target, the source policy, the device's bytecode check, the
+    models. Raises ``BadInput``/``NotFound`` (the manifest, files), ``ScriptSyntaxError``, ``PackError``."""
     src = Path(src_dir)
     manifest = read_manifest(src)
-    server = keys.load_server(keys_dir)
     modules = collect_scripts(src)
     bundle_modules = frozenset(modules)
+    check_entries(manifest, modules, functions=False)
 
-    for biz, spec in manifest["entries"].items():
-        if spec.partition(":")[0] not in modules:
-            raise BadInput(f"bundle.json: entry {biz!r} names module {spec.partition(':')[0]!r}, "
-                           f"which is not among the scripts")
+    code_by_magic: dict[str, dict[str, bytes]] = {}
+    target_info = []
+    for version, exe in sorted(find_interpreters(targets).items()):
+        result = compile_for(exe, version, modules)
+        code_by_magic[result["magic"]] = {name: base64.b64decode(b) for name, b in result["code"].items()}
+        target_info.append({"python": version, "version": result["python"], "magic": result["magic"]})
+
     if not skip_source_policy:
+        check_entries(manifest, modules, functions=True)
         problems = [str(v) for name, m in modules.items() for v in source_policy.check_source(
             m["source"], file=m["file"], module=name, is_package=m["package"], bundle_modules=bundle_modules)]
         if problems:
             raise PackError(f"{len(problems)} policy violation(s)", problems)
-
-    code_by_magic: dict[str, dict[str, bytes]] = {}
-    target_info = []
-    own_magic = importlib.util.MAGIC_NUMBER.hex()
-    for version, exe in sorted(find_interpreters(targets).items()):
-        result = compile_for(exe, modules)
-        blobs = {name: base64.b64decode(b) for name, b in result["code"].items()}
-        if result["magic"] == own_magic and not skip_source_policy:
-            # The device will check this bytecode; refuse to ship what it would refuse.
-            for name, blob in blobs.items():
-                try:
-                    verify_module_code(marshal.loads(blob), filename=modules[name]["file"],
-                                       bundle_modules=bundle_modules)
-                except PolicyError as exc:
-                    raise PackError("compiled bytecode fails the load-time check", exc.detail["problems"]) from None
-        code_by_magic[result["magic"]] = blobs
-        target_info.append({"python": version, "version": result["python"], "magic": result["magic"]})
+        # The device will check this bytecode; refuse to ship what it would refuse.
+        for name, blob in code_by_magic.get(importlib.util.MAGIC_NUMBER.hex(), {}).items():
+            try:
+                verify_module_code(marshal.loads(blob), filename=modules[name]["file"], bundle_modules=bundle_modules)
+            except PolicyError as exc:
+                raise PackError("compiled bytecode fails the load-time check", exc.detail["problems"]) from None
 
     models: dict[str, bytes] = {}
     reports: dict[str, dict] = {}
@@ -194,6 +256,24 @@ def pack(src_dir: str | Path, keys_dir: str | Path, out: str | Path, *, targets:
 
             data, reports[model_name] = quantize_model(data, mode)
         models[model_name] = data
+    if models:
+        from vm.ml.models import load_models
+
+        load_models(models)  # what the device's load does first: a model ONNX Runtime refuses is BadInput
+    return CheckResult(manifest=manifest, modules=modules, code=code_by_magic, targets=target_info, models=models,
+                       quantization=reports)
+
+
+def pack(src_dir: str | Path, keys_dir: str | Path, out: str | Path, *, targets: list[str] | None = None,
+         skip_source_policy: bool = False, quantize: dict[str, str] | None = None,
+         created: int | None = None) -> PackResult:
+    """Build ``out`` from ``src_dir`` once ``check`` accepted it (same errors), sealed and signed with
+    the server keys in ``keys_dir``."""
+    read_manifest(Path(src_dir))  # a broken bundle.json is reported before missing keys
+    server = keys.load_server(keys_dir)
+    checked = check(src_dir, targets=targets, skip_source_policy=skip_source_policy, quantize=quantize)
+    manifest, modules, reports = checked.manifest, checked.modules, checked.quantization
+    code_by_magic, target_info, models = checked.code, checked.targets, checked.models
 
     full_manifest = dict(manifest)
     full_manifest.setdefault("min_runtime", "0.1")
