@@ -73,7 +73,7 @@ from vm.host.runtime import Runtime
 
 keys, bundle, slow = sys.argv[2:5]
 report = {}
-with Runtime({"keys": keys, "deadline_ms": 50}) as rt:
+with Runtime({"keys": keys, "deadline_ms": 50, "isolation": "thread", "breaker_failures": 1000}) as rt:
     rt.load(bundle)
     report["double"] = rt.infer("s", "double", {"x": 21}, deadline_ms=5000)
     try:
@@ -88,7 +88,7 @@ with Runtime({"keys": keys, "deadline_ms": 50}) as rt:
             outcomes.add(exc.name)
     report["until_deadline"] = sorted(outcomes)
     report["after"] = rt.infer("s", "double", {"x": 4}, deadline_ms=5000)
-with Runtime({"keys": keys, "load_deadline_ms": 50}) as rt:
+with Runtime({"keys": keys, "load_deadline_ms": 50, "isolation": "thread"}) as rt:
     try:
         rt.load(slow)
     except Timeout as exc:

@@ -139,9 +139,11 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Path:
     return BundleMaker(tmp_path_factory.mktemp("rt"), keys_dir)(FILES, entries=ENTRIES)
 
 
-@pytest.fixture(scope="module")
-def rt(bundle: Path, keys_dir: Path):
-    runtime = Runtime({"keys": keys_dir, "deadline_ms": 300, "memory_limit_mb": 64, "workers": 2})
+@pytest.fixture(scope="module", params=["process", "thread"])
+def rt(bundle: Path, keys_dir: Path, request: pytest.FixtureRequest):
+    """The same runtime in both isolation modes: the same results and the same error codes."""
+    runtime = Runtime({"keys": keys_dir, "deadline_ms": 300, "memory_limit_mb": 64, "workers": 2,
+                       "isolation": request.param})
     info = runtime.load(bundle)
     assert info["name"] == "test" and "entry" in info["entries"]
     yield runtime
@@ -312,7 +314,7 @@ def test_module_level_error_fails_the_load(make_bundle, keys_dir: Path) -> None:
 
 
 def test_missing_entry_function(make_bundle, keys_dir: Path) -> None:
-    path = make_bundle({"features.py": "def other(inputs):\n    return 1\n"})
+    path = make_bundle({"features.py": "def other(inputs):\n    return 1\n"}, skip_policy=True)  # pack refuses it
     with Runtime({"keys": keys_dir}) as runtime, pytest.raises(NotFound, match="entry"):
         runtime.load(path)
 

@@ -117,9 +117,9 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Path:
         {"features.py": FEATURES}, name="shop", system="shop", entries=ENTRIES, extra=TRIGGERS)
 
 
-@pytest.fixture(scope="module")
-def rt(bundle: Path, keys_dir: Path):
-    runtime = Runtime({"keys": keys_dir, "deadline_ms": 2000})
+@pytest.fixture(scope="module", params=["process", "thread"])
+def rt(bundle: Path, keys_dir: Path, request: pytest.FixtureRequest):
+    runtime = Runtime({"keys": keys_dir, "deadline_ms": 2000, "isolation": request.param})
     runtime.load(bundle)
     listener = Listener()
     runtime.set_listener(listener)

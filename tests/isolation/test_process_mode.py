@@ -126,7 +126,8 @@ def _check_locked_down(rt: Runtime, attacks: Path) -> None:
     launched = dict(v.split(b"=", 1) for v in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if v)
     assert b"EDGEVM_TEST_HOST_SECRET" not in launched and b"s3cr3t" not in b"".join(launched.values())
     assert set(launched) <= {b"OPENBLAS_NUM_THREADS", b"OMP_NUM_THREADS", b"MKL_NUM_THREADS", b"NUMEXPR_NUM_THREADS",
-                             b"MALLOC_ARENA_MAX", b"EDGEVM_ZYGOTE_FD", b"EDGEVM_ZYGOTE_PATH", b"PYTHONMALLOC"}
+                             b"MALLOC_ARENA_MAX", b"EDGEVM_ZYGOTE_FD", b"EDGEVM_ZYGOTE_PATH", b"PYTHONMALLOC",
+                             b"EDGEVM_PYTHONHOME"}
     limits = Path(f"/proc/{pid}/limits").read_text()
     core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
     assert core.split()[4:6] == ["0", "0"]
@@ -345,3 +346,25 @@ def test_two_workers_serve_two_calls_at_once(keys_dir: Path, make_bundle) -> Non
         assert wait_until(lambda: pool_stats(rt, "par")["busy"] == 2, 5.0)
         for t in threads:
             t.join()
+
+
+def test_a_spare_rehearses_the_latest_request_before_it_serves(rt: Runtime, make_bundle) -> None:
+    counter = "CALLS = []\n\ndef entry(inputs):\n    CALLS.append(inputs['x'])\n    return list(CALLS)\n"
+    rt.load(make_bundle({"features.py": counter}, name="rehearse"))
+    assert rt.infer("s", "b", {"x": 1}) == [1]
+    assert wait_until(lambda: pool_stats(rt, "rehearse")["spares"] == 1 and pool_stats(rt, "rehearse")["starting"] == 0)
+    (active,) = pool_stats(rt, "rehearse")["pids"]
+    os.kill(active, signal.SIGKILL)
+    assert wait_until(lambda: pool_stats(rt, "rehearse")["pids"] not in ([active], []))
+    assert rt.infer("s", "b", {"x": 2}) == [1, 2]  # the spare ran {"x": 1} once already, in its own process
+
+
+def test_a_dead_zygote_is_restarted_and_the_bundles_served_again(rt: Runtime, attacks: Path) -> None:
+    rt.load(attacks)
+    zygote = rt.metrics()["isolation"]["zygote_pid"]
+    workers = pool_stats(rt, "attacks")["pids"]
+    os.kill(zygote, signal.SIGKILL)
+    assert wait_until(lambda: not any(exists(p) for p in workers)), "workers outlived their zygote"
+    assert wait_until(lambda: rt.metrics()["isolation"]["zygote_pid"] != zygote)
+    assert wait_until(lambda: _outcome(rt, {"x": 1}) == {"ok": 2}, 30)
+    assert wait_until(lambda: not exists(zygote))  # the old one was reaped

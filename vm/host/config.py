@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import socket
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -24,9 +25,9 @@ def _opt(default: Any, lo: float | None = None, hi: float | None = None, doc: st
 
 
 def can_isolate() -> bool:
-    """Whether this OS can run workers as processes (fork, and Unix socket pairs with message
-    boundaries for the zygote's control channel)."""
-    return hasattr(os, "fork") and hasattr(socket, "SOCK_SEQPACKET") and hasattr(socket, "send_fds")
+    """Whether this OS can run workers as locked-down processes: Linux (Android included), where the
+    lockdown is seccomp-BPF and Landlock (native/sandbox/); elsewhere only thread mode exists."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and hasattr(socket, "send_fds")
 
 
 ISOLATION_MODES = ("process", "thread")
@@ -40,7 +41,7 @@ class Config:
                                               "bytes, or {\"verify\": [...], \"decrypt\": [...]}"})
     isolation: str = _opt("process" if can_isolate() else "thread",
                           doc="'process': each bundle runs in locked-down worker processes forked from a zygote "
-                              "(the default where the OS can fork); 'thread': in this process (hosts that cannot "
+                              "(the default on Linux and Android); 'thread': in this process (hosts that cannot "
                               "spawn processes)", choices=ISOLATION_MODES)
     deadline_ms: int = _opt(50, 1, 3_600_000, "default deadline of an inference, from the call to its answer")
     load_deadline_ms: int = _opt(5000, 1, 3_600_000, "deadline for running a bundle's module top levels at load")

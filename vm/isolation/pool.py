@@ -7,8 +7,10 @@ deadline (its own watchdog). One that has not answered by the deadline is overdu
 its place for the next calls at once, and if it has not answered by the deadline plus ``grace_s``
 it is stuck in C code and is killed (if it answers in time, it becomes the spare). A worker that dies (a signal, an exit, a resource limit), or sends anything
 but a well-formed reply, is killed and the call fails with ``Crashed``; a spare takes its place and
-a maintenance thread starts a new spare. Workers that keep failing to start are restarted with an
-exponential backoff, never in a tight loop.
+a maintenance thread starts a new spare. A spare rehearses the bundle's latest request once (in its
+own process; the result is discarded), so that its first real call is as fast as a warm worker's,
+not slowed by cold caches and copy-on-write faults. Workers that keep failing to start are
+restarted with an exponential backoff, never in a tight loop.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vm.bundle import loader
-from vm.errors import ALL_ERRORS, Closed, Crashed, EdgeError, Timeout
+from vm.errors import ALL_ERRORS, Busy, Closed, Crashed, EdgeError, Timeout
 from vm.isolation.channel import Channel, ChannelClosed, ChannelError, ChannelTimeout
 from vm.isolation.supervisor import Supervisor, describe_exit
 
@@ -34,7 +36,7 @@ EXIT_WAIT_S = 1.0  # how long a call that lost its worker waits to learn how it 
 
 
 class _Worker:
-    __slots__ = ("pid", "chan", "state", "status", "exited", "retire")
+    __slots__ = ("pid", "chan", "state", "status", "exited", "retire", "rehearsed")
 
     def __init__(self, pid: int, chan: Channel) -> None:
         self.pid = pid
@@ -43,6 +45,7 @@ class _Worker:
         self.status: int | None = None
         self.exited = threading.Event()
         self.retire = False
+        self.rehearsed = False
 
 
 class Pool:
@@ -70,6 +73,7 @@ class Pool:
         self._retiring = False
         self._waiters = 0
         self._failures = 0        # consecutive workers that failed to start
+        self._sample: tuple[str, bytes] | None = None  # the latest request served: spares rehearse it
         self._retry_at = 0.0
         self.counts = {"started": 0, "crashed": 0, "killed": 0, "invalid_replies": 0, "start_failures": 0}
         self._maint = threading.Thread(target=self._maintain, name=f"edgevm-pool-{bundle.name}", daemon=True)
@@ -186,6 +190,12 @@ class Pool:
                     self._on_log(msg[1])
                     continue
                 if kind == "ok" and len(msg) == 3 and msg[1] == cid and isinstance(msg[2], bytes):
+                    if op == "invoke":
+                        first = self._sample is None
+                        self._sample = (business, payload)
+                        if first and self._spare:
+                            with self._cond:
+                                self._cond.notify_all()  # the spares can rehearse now
                     self._release(w)
                     return msg[2]
                 if kind == "error" and len(msg) == 5 and msg[1] == cid:
@@ -215,6 +225,8 @@ class Pool:
                     w = self._idle.popleft()
                     w.state = BUSY
                     return w
+                if not self._workers and not self._spare and self.sup.restarting:
+                    raise Busy(f"{label}: the worker zygote is being restarted (it died); try again shortly")
                 if not self._workers and not self._spare and not self._starting and time.monotonic() < self._retry_at:
                     raise Crashed(f"{label}: the worker processes of bundle {self.name} keep failing to start; "
                                   f"next attempt in {self._retry_at - time.monotonic():.1f} s")
@@ -353,17 +365,29 @@ class Pool:
             with self._cond:
                 while not self._closed and (len(self._workers) + self._starting >= self.size
                                             and len(self._spare) >= (0 if self._retiring else self.spares)
-                                            or time.monotonic() < self._retry_at):
+                                            or time.monotonic() < self._retry_at) and not self._unrehearsed():
                     wait = self._retry_at - time.monotonic() if time.monotonic() < self._retry_at else None
                     self._cond.wait(wait)
                 if self._closed:
                     return
+                spare = self._unrehearsed()
+                if spare is not None:  # a spare that was ready before any request: take it out to rehearse
+                    self._spare.remove(spare)
+                    spare.state = STARTING
                 self._starting += 1
+            if spare is not None:
+                try:
+                    self._rehearse(spare, time.monotonic() + float(self._settings["load_timeout_s"]))
+                except EdgeError as exc:
+                    log.warning("%s", exc)
+                self._enlist(spare)
+                continue
             deadline = time.monotonic() + float(self._settings["load_timeout_s"])
             w = None
             try:
                 w = self._launch(deadline)
                 self._await_ready(w, deadline)
+                self._rehearse(w, deadline)
             except EdgeError as exc:
                 if w is not None:
                     self._drop(w, kill=True)
@@ -371,31 +395,69 @@ class Pool:
                     self._starting -= 1
                     if self._closed:
                         return
-                    self._failures += 1
-                    self.counts["start_failures"] += 1
-                    backoff = min(0.05 * 2 ** self._failures, MAX_BACKOFF_S)
+                    if self.sup.restarting:  # not this bundle's fault: wait for the new zygote
+                        backoff = 0.05
+                    else:
+                        self._failures += 1
+                        self.counts["start_failures"] += 1
+                        backoff = min(0.05 * 2 ** self._failures, MAX_BACKOFF_S)
                     self._retry_at = time.monotonic() + backoff
                     self._cond.notify_all()
-                log.warning("a worker process of bundle %s failed to start (%s); retrying in %.2f s",
-                            self.name, exc, backoff)
+                log.log(logging.DEBUG if self.sup.restarting else logging.WARNING,
+                        "a worker process of bundle %s failed to start (%s); retrying in %.2f s", self.name, exc, backoff)
                 continue
+            self._enlist(w)
+
+    def _unrehearsed(self) -> _Worker | None:
+        """A spare that has not rehearsed the latest request (lock held)."""
+        if self._sample is None or self._closed:
+            return None
+        return next((s for s in self._spare if not s.rehearsed), None)
+
+    def _rehearse(self, w: _Worker, deadline: float) -> None:
+        """Run the latest request on a new worker once, result and output discarded. A worker that
+        breaks the protocol or dies doing it raises ``Crashed`` (it is not enlisted)."""
+        sample = self._sample
+        w.rehearsed = True
+        if sample is None:
+            return
+        cid = next(self._ids)
+        try:
+            w.chan.send("call", cid, "invoke", sample[0], sample[1], deadline, [])
+            while True:
+                msg = w.chan.recv(deadline)
+                if msg[0] == "log":
+                    continue
+                if msg[0] in ("ok", "error") and len(msg) in (3, 5) and msg[1] == cid:
+                    return
+                raise ChannelError("the worker sent a frame that is not a reply to its rehearsal")
+        except ChannelError as exc:
+            self._drop(w, kill=True)
+            raise Crashed(f"a new worker process of bundle {self.name} failed its rehearsal ({exc})") from None
+
+    def _enlist(self, w: _Worker) -> None:
+        """A ready worker joins the active workers or the spares (or exits if the pool closed)."""
+        if w.state == DEAD:
             with self._cond:
                 self._starting -= 1
-                self._failures = 0
-                if self._closed:
-                    retire = True
-                elif len(self._workers) < self.size:
-                    retire = False
-                    w.state = IDLE
-                    self._workers.append(w)
-                    self._idle.append(w)
-                else:
-                    retire = False
-                    w.state = SPARE
-                    self._spare.append(w)
                 self._cond.notify_all()
+            return
+        with self._cond:
+            self._starting -= 1
+            self._failures = 0
+            retire = self._closed
             if retire:
-                self._dismiss(w)
+                pass
+            elif len(self._workers) < self.size:
+                w.state = IDLE
+                self._workers.append(w)
+                self._idle.append(w)
+            else:
+                w.state = SPARE
+                self._spare.append(w)
+            self._cond.notify_all()
+        if retire:
+            self._dismiss(w)
 
 
 def _error(code: Any, message: Any, detail: Any) -> EdgeError:

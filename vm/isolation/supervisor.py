@@ -6,7 +6,8 @@ it hands ``spawned`` replies to the threads waiting for them and ``exited`` repo
 status) to the pool that owns the worker. Kills go through the zygote, the workers' parent, which
 kills only children it has not reaped yet, so a recycled pid is never hit. The zygote and its
 workers never outlive the supervisor: closing the control socket makes the zygote kill its workers
-(and a worker dies with the zygote: ``PR_SET_PDEATHSIG``).
+(and a worker dies with the zygote: ``PR_SET_PDEATHSIG``). A zygote that dies is restarted, with an
+exponential backoff; its workers died with it, and the pools replace them from the new one.
 """
 from __future__ import annotations
 
@@ -74,6 +75,38 @@ def describe_exit(status: int | None) -> str:
     return f"ended (wait status {status})"
 
 
+class _Zygote:
+    """One zygote process and the supervisor's end of its control socket."""
+
+    def __init__(self) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.ctl = parent
+        env = {**THREAD_ENV, "EDGEVM_ZYGOTE_FD": str(child.fileno()), "EDGEVM_ZYGOTE_PATH": _search_path()}
+        for name in ("PYTHONMALLOC", "EDGEVM_PYTHONHOME"):  # the allocator, and a relocated Python's home
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+        try:
+            self.proc = subprocess.Popen(launch_command(), env=env, pass_fds=(child.fileno(),),
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, close_fds=True)
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        self.ready = threading.Event()
+        self.fatal: str | None = None
+        self.started = time.monotonic()
+        self.info: dict[str, Any] = {}
+        self.monitor: threading.Thread | None = None
+
+    def send(self, *items: Any) -> None:
+        try:
+            self.ctl.send(msgpack.packb(list(items)), socket.MSG_NOSIGNAL)
+        except OSError:
+            pass
+
+
 class Supervisor:
     """The zygote and the workers it forks for one runtime (thread-safe)."""
 
@@ -84,42 +117,48 @@ class Supervisor:
         self._waiting: dict[int, list[Any]] = {}
         self._owners: dict[int, Callable[[int | None], None]] = {}  # pid -> on_exit(wait status)
         self._exits: dict[int, int] = {}                     # exits nobody claimed yet
-        self._ready = threading.Event()
         self._changed = threading.Condition(self._lock)
-        self._fatal: str | None = None
         self._closed = False
-        self.info: dict[str, Any] = {}
+        self._restarts = 0
         self.spawned = 0
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._ctl = parent
-        env = {**THREAD_ENV, "EDGEVM_ZYGOTE_FD": str(child.fileno()), "EDGEVM_ZYGOTE_PATH": _search_path()}
-        if os.environ.get("PYTHONMALLOC"):
-            env["PYTHONMALLOC"] = os.environ["PYTHONMALLOC"]
-        try:
-            self._proc = subprocess.Popen(launch_command(), env=env, pass_fds=(child.fileno(),),
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE, close_fds=True)
-        finally:
-            child.close()
-        self._monitor = threading.Thread(target=self._loop, name="edgevm-supervisor", daemon=True)
-        self._monitor.start()
+        self.zygotes_started = 0
+        self._zy = self._start()
+
+    def _start(self) -> _Zygote:
+        zy = _Zygote()
+        self.zygotes_started += 1
+        zy.monitor = threading.Thread(target=self._loop, args=(zy,), name="edgevm-supervisor", daemon=True)
+        zy.monitor.start()
+        return zy
 
     # -- the zygote -------------------------------------------------------------------------
 
     def wait_ready(self, deadline: float) -> None:
         """Block until the zygote has imported everything (it starts in the background)."""
-        if not self._ready.wait(max(min(deadline, time.monotonic() + self._start_timeout_s) - time.monotonic(), 0)):
+        zy = self._zy
+        if not zy.ready.wait(max(min(deadline, time.monotonic() + self._start_timeout_s) - time.monotonic(), 0)):
             raise Timeout("the worker zygote did not start in time")
-        if self._fatal is not None:
-            raise Crashed(f"the worker zygote failed: {self._fatal}")
+        if zy.fatal is not None:
+            raise Crashed(f"the worker zygote failed: {zy.fatal} (it is being restarted)")
+
+    @property
+    def restarting(self) -> bool:
+        """The zygote died and a new one is not ready yet (workers cannot start meanwhile)."""
+        zy = self._zy
+        return zy.fatal is not None or (not zy.ready.is_set() and self.zygotes_started > 1)
 
     @property
     def zygote_pid(self) -> int:
-        return self._proc.pid
+        return self._zy.proc.pid
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self._zy.info
 
     def spawn(self, deadline: float) -> tuple[int, socket.socket]:
         """A new worker process and the supervisor's end of its channel (a stream socketpair)."""
         self.wait_ready(deadline)
+        zy = self._zy
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         token = next(self._tokens)
         slot: list[Any] = []
@@ -127,19 +166,19 @@ class Supervisor:
             self._waiting[token] = slot
         try:
             try:
-                socket.send_fds(self._ctl, [msgpack.packb(["spawn", token])], [theirs.fileno()])
+                socket.send_fds(zy.ctl, [msgpack.packb(["spawn", token])], [theirs.fileno()], socket.MSG_NOSIGNAL)
             except OSError as exc:
                 raise Crashed(f"the worker zygote is gone ({exc.strerror})") from None
             finally:
                 theirs.close()
             with self._changed:
-                while not slot and self._fatal is None:
+                while not slot and zy.fatal is None:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise Timeout("the worker zygote did not fork a worker in time")
                     self._changed.wait(left)
                 if not slot:
-                    raise Crashed(f"the worker zygote failed: {self._fatal}")
+                    raise Crashed(f"the worker zygote failed: {zy.fatal}")
         except BaseException:
             mine.close()
             raise
@@ -165,13 +204,7 @@ class Supervisor:
 
     def kill(self, pid: int) -> None:
         """SIGKILL worker ``pid`` (through the zygote, its parent; a no-op once it was reaped)."""
-        try:
-            self._ctl.send(msgpack.packb(["kill", pid]))
-        except OSError:
-            pass
-
-    def alive(self) -> bool:
-        return self._fatal is None and self._proc.poll() is None
+        self._zy.send("kill", pid)
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Stop the zygote, which kills every worker it has; reap it. Idempotent."""
@@ -179,33 +212,32 @@ class Supervisor:
             if self._closed:
                 return
             self._closed = True
+            zy = self._zy
+        zy.send("exit")
         try:
-            self._ctl.send(msgpack.packb(["exit"]))
-        except OSError:
-            pass
-        try:
-            self._proc.wait(timeout_s)
+            zy.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._ctl.close()
-        self._monitor.join(timeout_s)
-        if self._proc.stderr is not None:
-            self._proc.stderr.close()
+            zy.proc.kill()
+            zy.proc.wait()
+        if zy.monitor is not None:
+            zy.monitor.join(timeout_s)  # it stops at the socket's end of file, then closes its selector
+        zy.ctl.close()
+        if zy.proc.stderr is not None:
+            zy.proc.stderr.close()
 
-    # -- the monitor thread -----------------------------------------------------------------
+    # -- the monitor thread (one per zygote) ------------------------------------------------
 
-    def _loop(self) -> None:
+    def _loop(self, zy: _Zygote) -> None:
         sel = selectors.DefaultSelector()
-        sel.register(self._ctl, selectors.EVENT_READ, "ctl")
-        if self._proc.stderr is not None:
-            sel.register(self._proc.stderr, selectors.EVENT_READ, "stderr")
+        sel.register(zy.ctl, selectors.EVENT_READ, "ctl")
+        if zy.proc.stderr is not None:
+            sel.register(zy.proc.stderr, selectors.EVENT_READ, "stderr")
         lines = 0
         try:
             while True:
                 for key, _ in sel.select():
                     if key.data == "stderr":
-                        line = self._proc.stderr.readline()  # type: ignore[union-attr]
+                        line = zy.proc.stderr.readline()  # type: ignore[union-attr]
                         if not line:
                             sel.unregister(key.fileobj)
                         elif lines < MAX_STDERR_LINES:
@@ -213,18 +245,22 @@ class Supervisor:
                             log.warning("worker zygote: %s", line.decode("utf-8", "replace").rstrip())
                         continue
                     try:
-                        data = self._ctl.recv(MAX_CONTROL)
+                        data = zy.ctl.recv(MAX_CONTROL)
                     except OSError:
                         data = b""
                     if not data:
                         return
-                    self._handle(data)
+                    self._handle(zy, data)
         finally:
             sel.close()
-            code = self._proc.poll()
-            self._zygote_gone("it exited" if code is None else describe_exit(self._proc.returncode))
+            try:
+                status = zy.proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                status = None
+            self._zygote_gone(zy, "it closed its control socket" if status is None
+                              else describe_exit(_wait_status(status)))
 
-    def _handle(self, data: bytes) -> None:
+    def _handle(self, zy: _Zygote, data: bytes) -> None:
         try:
             msg = msgpack.unpackb(data, raw=False)
             kind = msg[0]
@@ -232,10 +268,10 @@ class Supervisor:
             log.error("worker zygote sent an unreadable message")
             return
         if kind == "ready":
-            self.info = dict(msg[1])
-            self._ready.set()
+            zy.info = dict(msg[1])
+            zy.ready.set()
         elif kind == "fatal":
-            self._zygote_gone(str(msg[1]))
+            self._zygote_gone(zy, str(msg[1]))
         elif kind in ("spawned", "failed"):
             with self._changed:
                 slot = self._waiting.get(msg[1])
@@ -243,7 +279,7 @@ class Supervisor:
                     slot.extend((kind, msg[2]))
                 self._changed.notify_all()
             if slot is None and kind == "spawned":
-                self.kill(msg[2])  # its requester gave up waiting
+                zy.send("kill", msg[2])  # its requester gave up waiting
         elif kind == "exited":
             pid, status = int(msg[1]), int(msg[2])
             with self._lock:
@@ -258,17 +294,50 @@ class Supervisor:
                 except Exception:  # noqa: BLE001 - the monitor must survive a bug in a pool
                     log.exception("exit handler of worker %d failed", pid)
 
-    def _zygote_gone(self, why: str) -> None:
+    def _zygote_gone(self, zy: _Zygote, why: str) -> None:
         with self._changed:
-            if self._fatal is None:
-                self._fatal = why
-            owners, self._owners = self._owners, {}
+            if zy.fatal is not None:
+                return
+            zy.fatal = why
+            current = zy is self._zy
+            owners, self._owners = (self._owners, {}) if current else ({}, self._owners)
             self._changed.notify_all()
-        self._ready.set()
-        if not self._closed:
-            log.error("the worker zygote stopped: %s", why)
-        for on_exit in owners.values():  # its workers die with it
+            closed = self._closed
+        zy.ready.set()
+        for on_exit in owners.values():  # its workers died with it
             try:
                 on_exit(None)
             except Exception:  # noqa: BLE001
                 log.exception("exit handler failed")
+        if closed or not current:
+            return
+        if time.monotonic() - zy.started > 60:
+            self._restarts = 0
+        delay = min(0.1 * 2 ** self._restarts, 30.0)
+        self._restarts += 1
+        log.error("the worker zygote stopped: %s; restarting it in %.1f s", why, delay)
+        threading.Timer(delay, self._restart).start()
+
+    def _restart(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+        try:
+            zy = self._start()
+        except Exception as exc:  # noqa: BLE001 - calls report the dead zygote meanwhile; try again later
+            log.error("cannot restart the worker zygote: %s", exc)
+            threading.Timer(min(0.1 * 2 ** self._restarts, 30.0), self._restart).start()
+            self._restarts += 1
+            return
+        with self._changed:
+            closed = self._closed
+            if not closed:
+                self._zy = zy
+            self._changed.notify_all()
+        if closed:
+            zy.send("exit")
+
+
+def _wait_status(returncode: int) -> int:
+    """A Popen return code as a wait status (negative: killed by that signal)."""
+    return (-returncode) & 0x7F if returncode < 0 else (returncode & 0xFF) << 8

@@ -92,6 +92,7 @@ def serve(fd: int) -> int:
     except EdgeError as exc:
         chan.send("error", 0, exc.code, exc.message, _detail(exc))
         return 0
+    instance.warm()  # each model's first run (slow: memory planning) happens now, not in a caller's call
     watchdog = Watchdog(grace_s=float(settings["grace_s"]))
     budget = int(settings["process_memory"])
     applied = lockdown.apply((fd,), data=lockdown.memory_usage().data + budget if budget else 0,
