@@ -81,7 +81,7 @@ enum {
  *   config_json: NUL-terminated UTF-8 JSON object, the runtime configuration, e.g.
  *     {"keys": "/path/to/keygen-dir", "deadline_ms": 200, "isolation": "process"}
  *     "keys" is a keygen directory, a device.json path, or inline {"verify": [...], "decrypt": [...]}
- *     base64 keys. "isolation": "process" (the default where the OS can fork: every bundle runs in
+ *     base64 keys. "isolation": "process" (the default on Linux and Android: every bundle runs in
  *     locked-down worker processes started from edgevm-zygote, which must stay beside libedgevm) or
  *     "thread" (scripts run in this process). Optional: "device_profile" (object), "workers",
  *     "spare_workers", "memory_limit_mb", "queue_size",

@@ -55,7 +55,7 @@ class Channel:
         if len(body) > MAX_FRAME:
             raise ChannelError(f"frame of {len(body)} bytes is too large")
         try:
-            self.sock.sendall(_LEN.pack(len(body)) + body)
+            self.sock.sendall(_LEN.pack(len(body)) + body, socket.MSG_NOSIGNAL)
         except OSError as exc:
             raise ChannelClosed(f"the peer is gone ({exc.strerror or exc})") from None
 

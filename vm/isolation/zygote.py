@@ -66,7 +66,7 @@ def preload() -> None:
 
 def _send(ctl: socket.socket, *items: Any) -> None:
     try:
-        ctl.send(msgpack.packb(list(items), use_bin_type=True))
+        ctl.send(msgpack.packb(list(items), use_bin_type=True), socket.MSG_NOSIGNAL)
     except OSError:
         pass  # the supervisor is gone; the loop notices
 
