@@ -106,3 +106,42 @@ def test_error_replies_that_lie_are_refused(code, message, detail) -> None:
 def test_error_replies_become_the_typed_error() -> None:
     err = pool._error(BadInput.code, "m" * 100_000, {"file": "features.py"})
     assert isinstance(err, BadInput) and len(err.message) <= 8192 and err.detail == {"file": "features.py"}
+
+
+SIGPIPE_HOST = """
+import signal, socket, time
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # an embedding C host's disposition, unlike python's own
+from vm.isolation.channel import Channel, ChannelClosed
+from vm.isolation.supervisor import Supervisor
+from vm.errors import Crashed
+
+mine, theirs = socket.socketpair()
+theirs.close()
+try:
+    Channel(mine, max_frame=1 << 20).send("call", 1, b"x" * 100_000)
+except ChannelClosed:
+    print("channel: closed")
+
+sup = Supervisor()
+sup.wait_ready(time.monotonic() + 60)
+zy = sup._zy
+zy.proc.kill()
+zy.proc.wait()
+zy.send("kill", 1)  # the control socket's peer is gone
+print("control: sent")
+try:
+    sup.spawn(time.monotonic() + 30)
+    print("spawn: served by a restarted zygote")
+except Crashed:
+    print("spawn: crashed")
+sup.close()
+"""
+
+
+def test_a_dead_peer_never_raises_sigpipe_in_the_host() -> None:
+    """An embedding host keeps SIGPIPE's default action (terminate): writing to a dead worker or
+    zygote must be an error the supervisor handles, not the end of the host."""
+    proc = subprocess.run([sys.executable, "-c", SIGPIPE_HOST], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    assert "channel: closed" in proc.stdout and "control: sent" in proc.stdout, proc.stdout
+    assert "spawn:" in proc.stdout, proc.stdout
