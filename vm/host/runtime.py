@@ -39,6 +39,7 @@ from vm.guard import _guard
 from vm.host.config import Config
 from vm.isolation.pool import Pool
 from vm.isolation.supervisor import Supervisor
+from vm.sandbox import edge
 from vm.sandbox.instance import BundleInstance
 
 log = logging.getLogger("edgevm")
@@ -140,12 +141,16 @@ class Runtime:
     def _instance(self, bundle: loader.TrustedBundle, deadline: float) -> _Loaded:
         """Thread mode: the bundle runs in this process; its module top levels run as core tasks."""
         name = bundle.name
+        edge.preload()
         instance = BundleInstance(bundle, self._load_models(bundle), log=lambda line: self._script_log(name, line),
                                   max_result=self.config.max_input_bytes)
         for business, spec in bundle.manifest.entries.items():
             self._sched.call(Task(instance.resolve, business, kind="load", entry=name,
                                   label=f"loading {name} ({spec})", priority=CORE, deadline=deadline,
                                   memory_limit=self._memory_limit or None))
+        if instance.sessions:  # each model's first run (slow: memory planning) happens now, not in a caller's call
+            self._sched.call(Task(instance.warm, kind="load", entry=name, label=f"warming {name}'s models",
+                                  priority=CORE, deadline=deadline, memory_limit=self._memory_limit or None))
         return _Loaded(bundle=bundle, instance=instance)
 
     def _start_pool(self, bundle: loader.TrustedBundle, deadline: float) -> _Loaded:

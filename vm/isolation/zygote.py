@@ -57,11 +57,11 @@ def preload() -> None:
     import stdlib_slim
     from vm.execution import executor, watchdog  # noqa: F401
     from vm.isolation import lockdown, worker  # noqa: F401
-    from vm.ml import models, ops  # noqa: F401
-    from vm.sandbox import instance  # noqa: F401
+    from vm.ml import models  # noqa: F401
+    from vm.sandbox import edge, instance  # noqa: F401
 
     stdlib_slim.preload()
-    ops._lib  # noqa: B018 - load the native operators' library now
+    edge.preload()
 
 
 def _send(ctl: socket.socket, *items: Any) -> None:
