@@ -101,9 +101,16 @@ def _refused(name: str, x: object, want: str) -> InputRefused:
     return InputRefused(f"{name} must be {want}, got {kind}{_type_name(x)} (exact types only)")
 
 
-def _looks_like(x: object, *dunders: str) -> bool:
-    """A subclass of a builtin or numpy type, or an object of a class defining one of ``dunders``."""
-    return _subclass(x) or (type(x) not in _PLAIN and any(hasattr(type(x), d) for d in dunders))
+# What a look-alike defines: sequence, number and array protocols (checked on its type, never called).
+_PROTOCOLS = ("__len__", "__iter__", "__getitem__", "__index__", "__int__", "__float__", "__array__",
+              "__array_interface__", "__array_struct__", "__buffer__", "keys")
+
+
+def _looks_like(x: object) -> bool:
+    """A subclass of a builtin or numpy type, or an object of a class with a sequence, number or
+    array protocol: refused as an impostor (InputRefused), not as a plain wrong type."""
+    t = type(x)
+    return t not in _PLAIN and (issubclass(t, _BASES) or any(hasattr(t, d) for d in _PROTOCOLS))
 
 
 def _array(x, name: str) -> np.ndarray:
@@ -116,7 +123,9 @@ def _array(x, name: str) -> np.ndarray:
     if issubclass(type(x), _NDARRAY):
         raise InputRefused(f"{name} must be a numpy array, got the ndarray subclass {_type_name(x)} "
                            "(use np.asarray(x) first)")
-    raise _refused(name, x, "a numpy array")
+    if _looks_like(x):
+        raise _refused(name, x, "a numpy array")
+    raise TypeError(f"{name} must be a numpy array, got {_type_name(x)}")
 
 
 def _items(x, name: str, want: str) -> tuple:
@@ -126,7 +135,7 @@ def _items(x, name: str, want: str) -> tuple:
         return x
     if t is list:
         return tuple(x)
-    if _looks_like(x, "__len__", "__iter__", "__getitem__"):
+    if _looks_like(x):
         raise _refused(name, x, want)
     raise TypeError(f"{name} must be {want}, got {_type_name(x)}")
 
@@ -211,7 +220,7 @@ def _int(v, name: str, lo: int, hi: int) -> int:
     if t not in _INTEGERS:
         if t is bool or t is np.bool_:
             raise TypeError(f"{name} must be an integer, got bool")
-        if _looks_like(v, "__index__", "__int__"):
+        if _looks_like(v):
             raise _refused(name, v, "an int")
         raise TypeError(f"{name} must be an integer, got {_type_name(v)}")
     i = int(v)
@@ -224,7 +233,7 @@ def _real(v, name: str) -> float:
     """An exact int or float (or numpy scalar of one), as a float; bool is refused."""
     t = type(v)
     if t not in _REALS:
-        if t is not bool and t is not np.bool_ and _looks_like(v, "__float__", "__index__"):
+        if t is not bool and t is not np.bool_ and _looks_like(v):
             raise _refused(name, v, "a real number")
         raise TypeError(f"{name} must be a real number, got {_type_name(v)}")
     return float(v)
@@ -277,6 +286,7 @@ class _Strings:
             strings = strings.view()
             if strings.ndim != 1:
                 raise ValueError(f"{name} must be 1-D, got shape {strings.shape}")
+            _check_size(strings.shape[0], name)
             kind = strings.dtype.kind
             if kind == "U" and not as_str:
                 self.ready = _ucs4_buffer(strings, name)
@@ -286,7 +296,7 @@ class _Strings:
                 raise TypeError(f"{name} must hold str, got dtype {strings.dtype}")
         elif t is str or t is bytes:
             raise TypeError(f"{name} must be a list of str, not a single {t.__name__}")
-        elif _subclass(strings) or hasattr(t, "__len__") or hasattr(t, "__iter__"):
+        elif _looks_like(strings):
             raise _refused(name, strings, "a list/tuple of str or a numpy str array")
         else:
             raise TypeError(f"{name} must be a list/tuple of str or a numpy str array, got {_type_name(strings)}")
@@ -298,6 +308,7 @@ def _ucs4_buffer(arr: np.ndarray, name: str):
     n = arr.shape[0]
     _check_size(n, name)
     width = arr.dtype.itemsize // 4
+    _check_size(n * width, name)  # before the copy _ready may make
     arr = _ready(arr)
     err = _ffi.new("int64_t *")
     src = _fb(arr)
@@ -393,6 +404,7 @@ def hash_strings(strings, num_buckets: int, seed: int = 0) -> np.ndarray:
 
 def _ids_for_hash(ids) -> np.ndarray:
     ids = _array(ids, "ids")
+    _check_size(ids.size, "ids")  # before any copy
     dt = ids.dtype
     if dt is _I64:
         f = ids.flags
@@ -404,7 +416,6 @@ def _ids_for_hash(ids) -> np.ndarray:
         ids = np.ascontiguousarray(ids, dtype=_I64)
     else:
         raise TypeError(f"ids must be an integer array, got dtype {dt}")
-    _check_size(ids.size, "ids")
     return ids
 
 
@@ -553,6 +564,7 @@ def one_hot(ids, depth: int) -> np.ndarray:
     """(n,) integer ids -> float32 (n, depth); ids outside [0, depth) give an all-zero row."""
     ids = _array(ids, "ids")
     _one_d(ids, "ids")
+    _check_size(ids.size, "ids")  # before any copy
     depth = _int(depth, "depth", 0, MAX_ELEMENTS)
     n = ids.shape[0]
     if n and depth and n > MAX_ELEMENTS // depth:
@@ -646,7 +658,7 @@ class Vocab:
             if len(keys) and not _INT64_MIN <= offset + len(keys) - 1 <= _INT64_MAX:
                 raise ValueError("offset + len(tokens) - 1 does not fit int64")
             ids = np.arange(offset, offset + len(keys), dtype=_I64)
-        elif _looks_like(tokens, "__len__", "__iter__", "__getitem__", "keys"):
+        elif _looks_like(tokens):
             raise _refused("tokens", tokens, "a list/tuple of str or a dict str -> int")
         else:
             raise TypeError(
