@@ -656,3 +656,12 @@ def test_shape_changing_under_a_call_cannot_desync_the_sizes() -> None:
         stop.set()
         t.join()
         sys.setswitchinterval(old)
+
+
+def test_vocab_tokens_holding_nul_are_not_false_duplicates() -> None:
+    """Found by the fuzz suite: NUL-joined, '' and '\\0' split into two empty pieces, which the table
+    reported as a duplicate before noticing the separator count was off."""
+    v = ops.Vocab(["", "\0", "0"])
+    np.testing.assert_array_equal(v.lookup(["0", "\0", "", "x"]), [3, 2, 1, 0])
+    with pytest.raises(ValueError, match="duplicate token '' at position 2"):
+        ops.Vocab(["", "\0", ""])
