@@ -683,6 +683,12 @@ class Vocab:
     def __len__(self) -> int:
         return _vocab_state(self)[1]
 
+    def __copy__(self) -> Vocab:
+        return self  # immutable: a copy is the same table
+
+    def __deepcopy__(self, memo: dict) -> Vocab:
+        return self
+
     @property
     def oov_id(self) -> int:
         """The id of strings that are not in the vocabulary."""
