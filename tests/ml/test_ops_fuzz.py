@@ -665,3 +665,28 @@ def test_vocab_tokens_holding_nul_are_not_false_duplicates() -> None:
     np.testing.assert_array_equal(v.lookup(["0", "\0", "", "x"]), [3, 2, 1, 0])
     with pytest.raises(ValueError, match="duplicate token '' at position 2"):
         ops.Vocab(["", "\0", ""])
+
+
+def test_dtype_changing_under_a_call_cannot_desync_the_sizes() -> None:
+    """The same with the dtype flipped between float64 and float32 (the element count doubles):
+    whichever the op saw, it read and wrote exactly the array's bytes."""
+    k = 1 << 12
+    x = np.ones(2 * k, np.float64)
+    stop = threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            x.dtype = np.float32 if x.dtype == np.float64 else np.float64
+
+    t = threading.Thread(target=flip, daemon=True)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    t.start()
+    try:
+        for _ in range(3000):
+            for out in (ops.log1p(x), ops.zscore(x, 0.0, 1.0), ops.clip(x, 0.0, 1.0)):
+                assert out.nbytes == 16 * k and out.dtype in (np.float32, np.float64)
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(old)

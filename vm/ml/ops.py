@@ -547,8 +547,9 @@ def log1p(x) -> np.ndarray:
     if type(x) is not _NDARRAY or not x.flags.carray or x.size > MAX_ELEMENTS:
         x = _float_array(x, "x")
     else:
+        x = x.view()  # private metadata, as _array gives (checked again on the view)
         dt = x.dtype
-        if dt is not _F64 and dt is not _F32:
+        if (dt is not _F64 and dt is not _F32) or not x.flags.carray:
             x = _float_array(x, "x")
     out = _empty_like(x)
     if (_log1p_f64 if x.itemsize == 8 else _log1p_f32)(_fb(x), x.size, _fb(out)):
