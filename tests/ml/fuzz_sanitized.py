@@ -40,7 +40,8 @@ def sanitized_env(build_dir: Path, examples: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(LD_PRELOAD=lib, ASAN_OPTIONS=ASAN_OPTIONS, UBSAN_OPTIONS=UBSAN_OPTIONS,
                EDGEVM_OPS_SANITIZED=str(build_dir), EDGEVM_FUZZ_EXAMPLES=str(examples),
-               OPENBLAS_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+               OPENBLAS_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "tests" / "ml"), os.environ.get("PYTHONPATH")])))
     return env
 
 
@@ -56,7 +57,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--examples"]:
         examples, argv = int(argv[1]), argv[2:]
     env = sanitized_env(build(), examples)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(argv or SUITE)]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "sanitized_plugin", *(argv or SUITE)]
     return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
 

@@ -35,7 +35,7 @@ def test_the_sanitizers_are_live(sanitized: Path) -> None:
     probe = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(HERE)!r})
-        import conftest  # puts the sanitized build first, and checks it is the one loaded
+        import sanitized_plugin  # puts the sanitized build first, and checks it is the one loaded
         import numpy as np
         from vm.ml._ops import ffi, lib
         ids, out = np.zeros(4, np.int64), np.zeros(64, np.int64)
@@ -48,7 +48,8 @@ def test_the_sanitizers_are_live(sanitized: Path) -> None:
 
 
 def test_fuzz_suite_is_clean_under_asan_and_ubsan(sanitized: Path) -> None:
-    r = run_child(sanitized, ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *fuzz_sanitized.SUITE])
+    r = run_child(sanitized, ["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "sanitized_plugin",
+                               *fuzz_sanitized.SUITE])
     output = r.stdout + r.stderr
     assert r.returncode == 0, output[-6000:]
     assert not any(report in output for report in REPORTS), output[-6000:]

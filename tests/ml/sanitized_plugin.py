@@ -1,4 +1,4 @@
-"""With ``EDGEVM_OPS_SANITIZED=<dir>`` (set by tests/ml/fuzz_sanitized.py), the tests here run against
+"""pytest plugin (``-p sanitized_plugin``, loaded by tests/ml/fuzz_sanitized.py): with ``EDGEVM_OPS_SANITIZED=<dir>``, tests run against
 the -fsanitize=address,undefined build of vm.ml._ops in ``<dir>/vm/ml`` instead of the normal one."""
 from __future__ import annotations
 
