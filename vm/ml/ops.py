@@ -628,8 +628,8 @@ _VOCABS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _vocab_state(v: Vocab) -> tuple:
     """(table, size, oov_id) of a Vocab (a module function: nothing on the object leads here)."""
     state = _VOCABS.get(v)
-    if state is None:
-        raise InputRefused("this Vocab was never built (create it with Vocab(tokens))")
+    if state is None:  # not a Vocab built by Vocab(tokens); AttributeError as a missing table was before
+        raise AttributeError("this Vocab was never built (create it with Vocab(tokens))")
     return state
 
 
