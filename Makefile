@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test stress bench lint clean
+.PHONY: demo test stress fuzz bench lint clean
 
 $(STAMP): pyproject.toml setup.py build.py $(wildcard native/*/*.c native/*/*.h native/*/*.cdef)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ test: lint
 # The long versions of the kill loops (make test runs short ones).
 stress: $(STAMP)
 	EDGEVM_STRESS=1 $(PY) -m pytest -q tests/isolation/test_stress.py
+
+# The native-ops fuzz suite, long, against vm.ml._ops built with -fsanitize=address,undefined
+# (into build/ops-asan-*; make test runs a short version). FUZZ_EXAMPLES: hypothesis examples per test.
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(STAMP)
+	$(PY) tests/ml/fuzz_sanitized.py --examples $(FUZZ_EXAMPLES)
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

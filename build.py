@@ -24,14 +24,19 @@ OPS = f"{NATIVE}/ops"
 CAPI = ROOT / NATIVE / "capi"
 
 
-def _ops_builder() -> FFI:
+def _ops_builder(sanitize: str | None = None) -> FFI:
+    """The cffi FFI for vm.ml._ops; ``sanitize`` (e.g. ``"address,undefined"``) builds an
+    instrumented extension for the fuzz suite (``build_ops_sanitized``), never the installed one."""
+    sanitizer = [f"-fsanitize={sanitize}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"] \
+        if sanitize else []
+    ops = str(ROOT / OPS) if sanitize else OPS  # setup.py wants relative paths; a build elsewhere absolute ones
     ffi = FFI()
     ffi.cdef((ROOT / OPS / "ops.cdef").read_text())
     ffi.set_source(
         "vm.ml._ops",
         '#include "ops.h"',
-        sources=[f"{OPS}/ops.c"],
-        include_dirs=[OPS],
+        sources=[f"{ops}/ops.c"],
+        include_dirs=[ops],
         # -fno-trapping-math lets branch-free selects vectorise (no code reads FP exception flags);
         # -ffp-contract=fast allows FMA where the CPU has it (the AVX2/AVX-512 clones of the hot loops),
         # so the last bit of log1p/decay/resize results may differ between CPU generations.
@@ -43,12 +48,53 @@ def _ops_builder() -> FFI:
             "-fno-strict-aliasing",
             "-fno-trapping-math",
             "-ffp-contract=fast",
+            *sanitizer,
         ],
+        extra_link_args=sanitizer,
     )
     return ffi
 
 
 ops_ffi = _ops_builder()
+
+OPS_SANITIZERS = "address,undefined"
+
+
+def ops_sanitized_dir() -> Path:
+    """Where ``build_ops_sanitized`` puts its ``vm/ml/_ops*.so`` for the running interpreter: one
+    directory per interpreter and source state, so a rebuild happens only when ops' C changes."""
+    import hashlib
+    import sys
+
+    digest = hashlib.sha256(OPS_SANITIZERS.encode())
+    for f in ("ops.c", "ops.h", "ops.cdef"):
+        digest.update((ROOT / OPS / f).read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return ROOT / "build" / f"ops-asan-{sys.implementation.cache_tag}-{digest.hexdigest()[:12]}"
+
+
+def build_ops_sanitized(verbose: bool = False) -> Path:
+    """Build vm.ml._ops with -fsanitize=address,undefined into ``ops_sanitized_dir()`` (not over the
+    normal build); returns that directory, whose ``vm/ml`` goes first on ``vm.ml.__path__`` to use it."""
+    import os
+    import shutil
+    import tempfile
+
+    out = ops_sanitized_dir()
+    if any((out / "vm" / "ml").glob("_ops*.so")):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _ops_builder(OPS_SANITIZERS).compile(tmpdir=str(staging), verbose=verbose)
+        try:
+            os.rename(staging, out)  # atomic: a concurrent build of the same sources loses the race harmlessly
+        except OSError:
+            if not any((out / "vm" / "ml").glob("_ops*.so")):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 # -- the C API library (libedgevm) ------------------------------------------------------------------
@@ -279,5 +325,7 @@ if __name__ == "__main__":
 
     if sys.argv[1:] == ["capi"]:
         print(build_capi())
+    elif sys.argv[1:] == ["ops-sanitized"]:
+        print(build_ops_sanitized())
     else:
         ops_ffi.compile(tmpdir=str(ROOT), verbose=False)

@@ -384,6 +384,17 @@ ops_vocab *ops_vocab_new(const char *buf, int64_t len, const int64_t *offsets, i
     if (!status) status = &dummy;
     *status = strs_check(buf, len, offsets, n);
     if (*status) return NULL;
+    if (!offsets && n > 0) {
+        /* Count the separators first: a string holding a NUL splits into more pieces, and two of
+         * those (say, two empty ones) would be reported as a duplicate before the count is off. */
+        int64_t seps = 0;
+        if (len > 0)
+            for (const char *p = buf, *end = buf + len; (p = memchr(p, 0, (size_t)(end - p))) != NULL; p++) seps++;
+        if (seps != n - 1) {
+            *status = OPS_ESEPARATOR;
+            return NULL;
+        }
+    }
     uint64_t cap = 8;
     while (cap < (uint64_t)n * 2) cap <<= 1;
     ops_vocab *v = calloc(1, sizeof *v);

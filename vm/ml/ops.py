@@ -1,21 +1,31 @@
 """Native feature operators: what feature scripts see as ``edge.ops``.
 
-Every function validates its arguments up front (``TypeError`` for a wrong type or dtype,
-``ValueError`` for a wrong shape, size, bound or order, each naming the argument), passes the
-numpy buffers to C without copying (``ffi.from_buffer``) and returns freshly allocated numpy arrays.
-Inputs that are not C-contiguous, not aligned, not in native byte order, or of a convertible dtype
-(named per function) are copied first; nothing else is. The C code releases the GIL, keeps no
-global state and checks every index it uses, so nothing a script passes can make it read or write
-out of bounds. Sizes are capped at ``MAX_ELEMENTS`` (2**28) elements per input, output and work
-buffer. The exact definitions are in docs/native-ops.md.
+Every function converts its arguments once, up front, into values of exact types: numpy arrays
+(a private view of an exact ``np.ndarray``, or a copy), ``int``/``float``, ``str``, and tuples
+snapshotted from exact lists/tuples. Every length, count and stride passed to C is read from those
+converted values, never from ``len()`` or iteration of a script's object, and no script code
+(``__len__``, ``__iter__``, ``__index__``, ``__float__``, ``__array__``...) runs during a call.
+Subclasses and look-alikes (a list subclass, an ndarray subclass, an object with ``__array__`` or
+``__index__``) are refused with ``InputRefused`` (a ``BadInput`` and a ``TypeError``); other wrong
+types raise ``TypeError``, wrong shapes, sizes, bounds or orders ``ValueError``, each naming the
+argument. Numpy buffers go to C without copying (``ffi.from_buffer``) when they are C-contiguous,
+aligned, in native byte order and of the op's dtype (others are copied first); outputs are freshly
+allocated arrays. The C code releases the GIL, keeps no global state and checks every index it uses
+when it uses it, so nothing a script passes, or changes from another thread meanwhile, can make it
+read or write out of bounds. Sizes are capped at ``MAX_ELEMENTS`` (2**28) elements per input,
+output and work buffer. No cffi object is reachable from what a script gets: a ``Vocab``'s table
+lives in this module's private registry, not on the object. The exact definitions are in
+docs/native-ops.md.
 """
 
 from __future__ import annotations
 
 import math
-import operator
+import weakref
 
 import numpy as np
+
+from vm.errors import BadInput
 
 try:
     from vm.ml._ops import ffi as _ffi
@@ -63,14 +73,77 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # validation helpers (kept cheap: they run on every call)
 
 
+class InputRefused(BadInput, TypeError):
+    """An argument that only looks like what an op accepts: a subclass (of list, tuple, dict,
+    ndarray, int, float...) or an object with ``__array__``, ``__index__``, ``__len__``... The ops
+    accept exact types only, so that no script code runs inside them and no length comes from a
+    script's object. Also a ``TypeError``, so ``except TypeError`` keeps working in scripts."""
+
+
+def _type_name(x: object) -> str:
+    """The name of ``x``'s type for a message (an exact str: a script's str subclass never reaches one)."""
+    name = type(x).__name__
+    return name if type(name) is str else "object"
+
+
+_BASES = (list, tuple, dict, str, bytes, int, float, complex, np.generic, _NDARRAY)
+_PLAIN = frozenset({*_BASES, bool, *np.sctypeDict.values()})  # the builtin and numpy types themselves
+
+
+def _subclass(x: object) -> bool:
+    """``x`` is of a subclass (a script's, say) of a builtin or numpy type."""
+    t = type(x)
+    return t not in _PLAIN and issubclass(t, _BASES)
+
+
+def _refused(name: str, x: object, want: str) -> InputRefused:
+    kind = "a subclass " if _subclass(x) else "a look-alike "
+    return InputRefused(f"{name} must be {want}, got {kind}{_type_name(x)} (exact types only)")
+
+
+# What a look-alike defines: sequence, number and array protocols (checked on its type, never called).
+_PROTOCOLS = ("__len__", "__iter__", "__getitem__", "__index__", "__int__", "__float__", "__array__",
+              "__array_interface__", "__array_struct__", "__buffer__", "keys")
+
+
+def _looks_like(x: object) -> bool:
+    """A subclass of a builtin or numpy type, or an object of a class with a sequence, number or
+    array protocol: refused as an impostor (InputRefused), not as a plain wrong type."""
+    t = type(x)
+    return t not in _PLAIN and (issubclass(t, _BASES) or any(hasattr(t, d) for d in _PROTOCOLS))
+
+
 def _array(x, name: str) -> np.ndarray:
+    """A private view of an exact ndarray: its shape, strides and dtype cannot be changed during
+    the call by whoever holds ``x`` (the data is shared; the C code re-checks what it reads)."""
     if type(x) is _NDARRAY:
+        return x.view()
+    if issubclass(type(x), _MASKED):
+        raise InputRefused(f"{name}: masked arrays are not supported (use .filled() first)")
+    if issubclass(type(x), _NDARRAY):
+        raise InputRefused(f"{name} must be a numpy array, got the ndarray subclass {_type_name(x)} "
+                           "(use np.asarray(x) first)")
+    if _looks_like(x):
+        raise _refused(name, x, "a numpy array")
+    raise TypeError(f"{name} must be a numpy array, got {_type_name(x)}")
+
+
+def _items(x, name: str, want: str) -> tuple:
+    """The elements of an exact list or tuple, snapshotted (a tuple: it cannot change meanwhile)."""
+    t = type(x)
+    if t is tuple:
         return x
-    if isinstance(x, _MASKED):
-        raise TypeError(f"{name}: masked arrays are not supported (use .filled() first)")
-    if isinstance(x, _NDARRAY):
-        return x.view(_NDARRAY)
-    raise TypeError(f"{name} must be a numpy array, got {type(x).__name__}")
+    if t is list:
+        return tuple(x)
+    if _looks_like(x):
+        raise _refused(name, x, want)
+    raise TypeError(f"{name} must be {want}, got {_type_name(x)}")
+
+
+def _reals(v, name: str) -> np.ndarray:
+    """A list/tuple of real numbers -> float64 array (its length is the tuple's)."""
+    items = _items(v, name, "a numpy array or a list/tuple of numbers")
+    return np.array([_real(e, f"{name}[{i}]") for i, e in enumerate(items)], dtype=_F64)
 
 
 def _ready(x: np.ndarray) -> np.ndarray:
@@ -91,7 +164,9 @@ def _float_array(x, name: str) -> np.ndarray:
     if type(x) is _NDARRAY and x.flags.carray and x.size <= MAX_ELEMENTS:  # the common case, fast
         dt = x.dtype
         if dt is _F64 or dt is _F32:
-            return x
+            x = x.view()
+            if x.flags.carray:  # checked again on the private view: the script's may change meanwhile
+                return x
     x = _array(x, name)
     dt = x.dtype
     if dt is _F64 or dt is _F32:
@@ -135,23 +210,32 @@ def _i64_array(x, name: str) -> np.ndarray:
     return x if f.c_contiguous and f.aligned else _ready(x)
 
 
+_INTEGERS = frozenset({int, *(np.dtype(c).type for c in "bBhHiIlLqQ")})
+_REALS = _INTEGERS | {float, np.float16, np.float32, np.float64, np.longdouble}
+
+
 def _int(v, name: str, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or isinstance(v, np.bool_):
-        raise TypeError(f"{name} must be an integer, got bool")
-    try:
-        i = operator.index(v)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(v).__name__}") from None
+    """An exact int (or numpy integer scalar) in [lo, hi], as an int; bool is refused."""
+    t = type(v)
+    if t not in _INTEGERS:
+        if t is bool or t is np.bool_:
+            raise TypeError(f"{name} must be an integer, got bool")
+        if _looks_like(v):
+            raise _refused(name, v, "an int")
+        raise TypeError(f"{name} must be an integer, got {_type_name(v)}")
+    i = int(v)
     if not lo <= i <= hi:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {i}")
     return i
 
 
 def _real(v, name: str) -> float:
-    if isinstance(v, (str, bytes, bool, np.bool_)) or not isinstance(
-        v, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__}")
+    """An exact int or float (or numpy scalar of one), as a float; bool is refused."""
+    t = type(v)
+    if t not in _REALS:
+        if t is not bool and t is not np.bool_ and _looks_like(v):
+            raise _refused(name, v, "a real number")
+        raise TypeError(f"{name} must be a real number, got {_type_name(v)}")
     return float(v)
 
 
@@ -185,28 +269,46 @@ def _fail(rc: int, op: str, detail: str = "") -> None:
 # if a string itself holds a NUL the C side notices and we redo it with an explicit offsets array.
 
 
-def _string_list(strings, name: str):
-    """-> (list_or_tuple, None) or (None, (buf, offsets)) for a numpy 'U' array."""
-    if isinstance(strings, (list, tuple)):
-        return strings, None
-    if isinstance(strings, _NDARRAY):
-        if strings.ndim != 1:
-            raise ValueError(f"{name} must be 1-D, got shape {strings.shape}")
-        kind = strings.dtype.kind
-        if kind == "U":
-            return None, _ucs4_buffer(strings, name)
-        if kind in "OT":
-            return strings.tolist(), None
-        raise TypeError(f"{name} must hold str, got dtype {strings.dtype}")
-    if isinstance(strings, (str, bytes)):
-        raise TypeError(f"{name} must be a list of str, not a single {type(strings).__name__}")
-    raise TypeError(f"{name} must be a list/tuple of str or a numpy str array, got {type(strings).__name__}")
+class _Strings:
+    """A batch of strings converted once: a tuple of str (snapshotted from an exact list/tuple, or
+    from a numpy object/StringDType array), or the UTF-8 buffer and offsets of a numpy 'U' array.
+    ``n`` is the count every output is sized by and C is told."""
+
+    __slots__ = ("seq", "ready", "n")
+
+    def __init__(self, strings, name: str, *, as_str: bool = False) -> None:
+        self.seq: tuple | None = None
+        self.ready: tuple[bytes, np.ndarray] | None = None
+        t = type(strings)
+        if t is list or t is tuple:
+            self.seq = _items(strings, name, "")
+        elif t is _NDARRAY:
+            strings = strings.view()
+            if strings.ndim != 1:
+                raise ValueError(f"{name} must be 1-D, got shape {strings.shape}")
+            _check_size(strings.shape[0], name)
+            kind = strings.dtype.kind
+            if kind == "U" and not as_str:
+                self.ready = _ucs4_buffer(strings, name)
+            elif kind in "OTU":
+                self.seq = tuple(strings.tolist())
+            else:
+                raise TypeError(f"{name} must hold str, got dtype {strings.dtype}")
+        elif t is str or t is bytes:
+            raise TypeError(f"{name} must be a list of str, not a single {t.__name__}")
+        elif _looks_like(strings):
+            raise _refused(name, strings, "a list/tuple of str or a numpy str array")
+        else:
+            raise TypeError(f"{name} must be a list/tuple of str or a numpy str array, got {_type_name(strings)}")
+        self.n = len(self.seq) if self.seq is not None else len(self.ready[1]) - 1
+        _check_size(self.n, name)
 
 
 def _ucs4_buffer(arr: np.ndarray, name: str):
     n = arr.shape[0]
     _check_size(n, name)
     width = arr.dtype.itemsize // 4
+    _check_size(n * width, name)  # before the copy _ready may make
     arr = _ready(arr)
     err = _ffi.new("int64_t *")
     src = _fb(arr)
@@ -221,19 +323,20 @@ def _ucs4_buffer(arr: np.ndarray, name: str):
     return buf.tobytes(), offsets
 
 
-def _nul_joined(strings, name: str, lower: bool = False, first: int = 0) -> bytes:
+def _nul_joined(strings: tuple, name: str, lower: bool = False, first: int = 0) -> bytes:
     try:
-        joined = "\0".join(strings)
+        joined = "\0".join(strings)  # reads each str's own data: no method of a str subclass runs
     except TypeError:
-        bad = next(i for i, s in enumerate(strings) if not isinstance(s, str))
-        raise TypeError(f"{name}[{first + bad}] must be str, got {type(strings[bad]).__name__}") from None
+        bad = next(i for i, s in enumerate(strings) if not issubclass(type(s), str))
+        raise TypeError(f"{name}[{first + bad}] must be str, got {_type_name(strings[bad])}") from None
     if lower and not joined.isascii():  # ASCII is lowered in C; str.lower() does full Unicode
         joined = joined.lower()
     return joined.encode("utf-8")  # a lone surrogate raises UnicodeEncodeError (a ValueError)
 
 
-def _with_offsets(strings, lower: bool = False):
-    enc = [(s.lower() if lower else s).encode("utf-8") for s in strings]
+def _with_offsets(strings: tuple, lower: bool = False):
+    # str.lower/str.encode, not s.lower(): a str subclass's own methods never run
+    enc = [str.encode(str.lower(s) if lower else s, "utf-8") for s in strings]
     offsets = np.zeros(len(enc) + 1, _I64)
     np.cumsum(np.fromiter(map(len, enc), _I64, len(enc)), out=offsets[1:])
     return b"".join(enc), offsets
@@ -244,37 +347,28 @@ def _with_offsets(strings, lower: bool = False):
 _CHUNK = 1 << 15
 
 
-def _call_strings(fn, strings, name: str, args_for, *, lower: bool = False) -> int:
-    """fn(buf, len, offsets, n, *args_for(start, stop)) over the strings; returns n."""
-    seq, ready = _string_list(strings, name)
-    if ready is not None:
-        buf, offsets = ready
+def _call_strings(fn, strings: _Strings, name: str, args_for, *, lower: bool = False) -> None:
+    """fn(buf, len, offsets, count, *args_for(start, stop)) over the strings, in chunks; every count
+    comes from the converted batch (a chunk of the tuple, or the offsets array)."""
+    if strings.ready is not None:
+        buf, offsets = strings.ready
         n = len(offsets) - 1
         rc = fn(buf, len(buf), _fb(offsets), n, *args_for(0, n))
         if rc:
             _fail(rc, name)
-        return n
-    n = len(seq)
-    _check_size(n, name)
+        return
+    seq, n = strings.seq, strings.n
     for start in range(0, n, _CHUNK):
-        stop = min(n, start + _CHUNK)
-        part = seq if stop - start == n else seq[start:stop]
+        part = seq if n <= _CHUNK else seq[start:start + _CHUNK]
+        stop = start + len(part)
         buf = _nul_joined(part, name, lower, start)
         args = args_for(start, stop)
-        rc = fn(buf, len(buf), _NULL, stop - start, *args)
+        rc = fn(buf, len(buf), _NULL, len(part), *args)
         if rc == _lib.OPS_ESEPARATOR:  # some string contains a NUL
             buf, offsets = _with_offsets(part, lower)
-            rc = fn(buf, len(buf), _fb(offsets), stop - start, *args)
+            rc = fn(buf, len(buf), _fb(offsets), len(offsets) - 1, *args)
         if rc:
             _fail(rc, name)
-    return n
-
-
-def _n_strings(strings, name: str) -> int:
-    if isinstance(strings, (list, tuple, _NDARRAY)):
-        return len(strings)
-    _string_list(strings, name)  # raises the right TypeError
-    return 0  # pragma: no cover
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +386,8 @@ def _seed32(seed) -> int:
 def murmur3_32(strings, seed: int = 0) -> np.ndarray:
     """MurmurHash3 x86_32 of each string's UTF-8 bytes, as uint32 (== mmh3.hash(s, seed, signed=False))."""
     seed = _seed32(seed)
-    out = np.empty(_n_strings(strings, "strings"), _U32)
+    strings = _Strings(strings, "strings")
+    out = np.empty(strings.n, _U32)
     _call_strings(_lib.ops_murmur3_strings, strings, "strings", lambda i, j: (seed, _fb(out[i:j])))
     return out
 
@@ -301,13 +396,15 @@ def hash_strings(strings, num_buckets: int, seed: int = 0) -> np.ndarray:
     """murmur3_32(s, seed) % num_buckets for each string, as int64."""
     nb = _buckets(num_buckets)
     seed = _seed32(seed)
-    out = np.empty(_n_strings(strings, "strings"), _I64)
+    strings = _Strings(strings, "strings")
+    out = np.empty(strings.n, _I64)
     _call_strings(_lib.ops_hash_strings, strings, "strings", lambda i, j: (seed, nb, _fb(out[i:j])))
     return out
 
 
 def _ids_for_hash(ids) -> np.ndarray:
     ids = _array(ids, "ids")
+    _check_size(ids.size, "ids")  # before any copy
     dt = ids.dtype
     if dt is _I64:
         f = ids.flags
@@ -319,7 +416,6 @@ def _ids_for_hash(ids) -> np.ndarray:
         ids = np.ascontiguousarray(ids, dtype=_I64)
     else:
         raise TypeError(f"ids must be an integer array, got dtype {dt}")
-    _check_size(ids.size, "ids")
     return ids
 
 
@@ -332,6 +428,10 @@ def hash_ids(ids, num_buckets: int, seed: int = 0, *, algorithm: str = "murmur3"
     ids = _ids_for_hash(ids)
     nb = _buckets(num_buckets)
     out = np.empty(ids.shape, _I64)
+    if type(algorithm) is not str:  # never compared: a script's __eq__ would run
+        if _subclass(algorithm):
+            raise _refused("algorithm", algorithm, "'murmur3' or 'xxh64'")
+        raise ValueError(f"algorithm must be 'murmur3' or 'xxh64', got a {_type_name(algorithm)}")
     if algorithm == "murmur3":
         rc = _lib.ops_hash_ids(_fb(ids), ids.size, _seed32(seed), nb, _fb(out))
     elif algorithm == "xxh64":
@@ -351,12 +451,7 @@ def hash_ids(ids, num_buckets: int, seed: int = 0, *, algorithm: str = "murmur3"
 def bucketize(values, boundaries) -> np.ndarray:
     """np.searchsorted(boundaries, values, side='right') as int64 (same shape as values); NaN -> len(boundaries)."""
     x = _float_array(values, "values")
-    if isinstance(boundaries, (list, tuple)):
-        for i, b in enumerate(boundaries):
-            _real(b, f"boundaries[{i}]")
-        b = np.array(boundaries, dtype=_F64)
-    else:
-        b = _f64_array(boundaries, "boundaries")
+    b = _f64_array(boundaries, "boundaries") if type(boundaries) is _NDARRAY else _reals(boundaries, "boundaries")
     _one_d(b, "boundaries")
     out = np.empty(x.shape, _I64)
     fn = _lib.ops_bucketize_f64 if x.itemsize == 8 else _lib.ops_bucketize_f32
@@ -387,14 +482,13 @@ def _columns(x: np.ndarray, op: str) -> int:
 
 def _param(v, name: str, d: int, x: np.ndarray):
     """-> (array or NULL, scalar, keep-alive)."""
-    if isinstance(v, _NDARRAY) and v.ndim > 0:
-        a = _f64_array(v, name)
+    t = type(v)
+    if (t is _NDARRAY and v.ndim > 0) or t is list or t is tuple:
+        a = _f64_array(v, name) if t is _NDARRAY else _reals(v, name)
         if a.ndim != 1 or a.shape[0] != d or x.ndim != 2:
             want = f"shape ({d},) for x of shape {x.shape}" if x.ndim == 2 else "a scalar for 1-D x"
             raise ValueError(f"{name} must be {want}, got shape {a.shape}")
         return _fb(a), 0.0, a
-    if isinstance(v, (list, tuple)):
-        return _param(np.array([_real(e, name) for e in v], dtype=_F64), name, d, x)
     return _NULL, _real(v, name), None
 
 
@@ -453,8 +547,9 @@ def log1p(x) -> np.ndarray:
     if type(x) is not _NDARRAY or not x.flags.carray or x.size > MAX_ELEMENTS:
         x = _float_array(x, "x")
     else:
+        x = x.view()  # private metadata, as _array gives (checked again on the view)
         dt = x.dtype
-        if dt is not _F64 and dt is not _F32:
+        if (dt is not _F64 and dt is not _F32) or not x.flags.carray:
             x = _float_array(x, "x")
     out = _empty_like(x)
     if (_log1p_f64 if x.itemsize == 8 else _log1p_f32)(_fb(x), x.size, _fb(out)):
@@ -470,6 +565,7 @@ def one_hot(ids, depth: int) -> np.ndarray:
     """(n,) integer ids -> float32 (n, depth); ids outside [0, depth) give an all-zero row."""
     ids = _array(ids, "ids")
     _one_d(ids, "ids")
+    _check_size(ids.size, "ids")  # before any copy
     depth = _int(depth, "depth", 0, MAX_ELEMENTS)
     n = ids.shape[0]
     if n and depth and n > MAX_ELEMENTS // depth:
@@ -523,34 +619,53 @@ def multi_hot(offsets, ids, depth: int) -> np.ndarray:
 # 6. vocabulary
 
 
+# A Vocab's C table, size and oov id live here, not on the object: a script holding a Vocab can
+# reach nothing but its methods (no attribute of it is a cffi object, whatever the name policy).
+# The entry, and with it the table (ffi.gc), goes when the Vocab is garbage-collected.
+_VOCABS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _vocab_state(v: Vocab) -> tuple:
+    """(table, size, oov_id) of a Vocab (a module function: nothing on the object leads here)."""
+    state = _VOCABS.get(v)
+    if state is None:  # not a Vocab built by Vocab(tokens); AttributeError as a missing table was before
+        raise AttributeError("this Vocab was never built (create it with Vocab(tokens))")
+    return state
+
+
 class Vocab:
     """A string -> id table built once in C (freed when the Vocab is garbage-collected).
 
     ``tokens`` is a list/tuple of distinct str (token i gets id ``offset + i``; by default 1, 2, ...,
     leaving 0 for out-of-vocabulary) or a dict {str: int} of explicit ids. Unknown strings map to
-    ``oov_id``. Duplicate tokens are a ValueError.
+    ``oov_id``. Duplicate tokens are a ValueError. The object is opaque (no attributes; its table is
+    kept by the runtime) and final (a subclass is a TypeError).
     """
 
-    __slots__ = ("_table", "_size", "oov_id", "__weakref__")
+    __slots__ = ("__weakref__",)
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        raise TypeError("edge.ops.Vocab cannot be subclassed")
 
     def __init__(self, tokens, oov_id: int = 0, offset: int = 1) -> None:
         oov_id = _int(oov_id, "oov_id", _INT64_MIN, _INT64_MAX)
-        if isinstance(tokens, dict):
-            keys = list(tokens)
-            ids = np.array(
-                [_int(v, f"tokens[{k!r}]", _INT64_MIN, _INT64_MAX) for k, v in tokens.items()], _I64
-            )
-        elif isinstance(tokens, (list, tuple)):
-            keys = tokens
+        if type(tokens) is dict:
+            pairs = tuple(tokens.items())  # a snapshot: keys and ids have one length
+            keys = tuple(k for k, _ in pairs)
+            ids = np.array([_int(v, f"the id of tokens' key #{i}", _INT64_MIN, _INT64_MAX) for i, (_, v) in enumerate(pairs)], _I64)
+        elif type(tokens) is list or type(tokens) is tuple:
+            keys = _items(tokens, "tokens", "")
             offset = _int(offset, "offset", _INT64_MIN, _INT64_MAX)
             if len(keys) and not _INT64_MIN <= offset + len(keys) - 1 <= _INT64_MAX:
                 raise ValueError("offset + len(tokens) - 1 does not fit int64")
             ids = np.arange(offset, offset + len(keys), dtype=_I64)
+        elif _looks_like(tokens):
+            raise _refused("tokens", tokens, "a list/tuple of str or a dict str -> int")
         else:
             raise TypeError(
-                f"tokens must be a list/tuple of str or a dict str -> int, got {type(tokens).__name__}"
+                f"tokens must be a list/tuple of str or a dict str -> int, got {_type_name(tokens)}"
             )
-        n = len(keys)
+        n = ids.shape[0]
         _check_size(n, "tokens")
         buf = _nul_joined(keys, "tokens")
         status = _ffi.new("int *")
@@ -562,22 +677,33 @@ class Vocab:
         if table == _NULL:
             if status[0] == _lib.OPS_EDUPLICATE:
                 i = err[0]
-                raise ValueError(f"tokens: duplicate token {keys[i]!r} at position {i}")
+                raise ValueError(f"tokens: duplicate token {str.__repr__(keys[i])} at position {i}")
             _fail(status[0], "Vocab")
-        self._table = _ffi.gc(table, _lib.ops_vocab_free, size=len(buf) + 48 * n)
-        self._size = n
-        self.oov_id = oov_id
+        _VOCABS[self] = (_ffi.gc(table, _lib.ops_vocab_free, size=len(buf) + 48 * n), n, oov_id)
 
     def __len__(self) -> int:
-        return self._size
+        return _vocab_state(self)[1]
+
+    def __copy__(self) -> Vocab:
+        return self  # immutable: a copy is the same table
+
+    def __deepcopy__(self, memo: dict) -> Vocab:
+        return self
+
+    @property
+    def oov_id(self) -> int:
+        """The id of strings that are not in the vocabulary."""
+        return _vocab_state(self)[2]
 
     def __repr__(self) -> str:
-        return f"Vocab(<{self._size} tokens>, oov_id={self.oov_id})"
+        _, n, oov = _vocab_state(self)
+        return f"Vocab(<{n} tokens>, oov_id={oov})"
 
     def lookup(self, strings) -> np.ndarray:
         """id of each string (oov_id when absent), as int64."""
-        out = np.empty(_n_strings(strings, "strings"), _I64)
-        table, oov = self._table, self.oov_id
+        table, _, oov = _vocab_state(self)
+        strings = _Strings(strings, "strings")
+        out = np.empty(strings.n, _I64)
         _call_strings(
             lambda buf, ln, off, n, *a: _lib.ops_vocab_lookup(table, buf, ln, off, n, *a),
             strings,
@@ -589,8 +715,8 @@ class Vocab:
 
 def vocab_lookup(strings, vocab: Vocab) -> np.ndarray:
     """Same as ``vocab.lookup(strings)``."""
-    if not isinstance(vocab, Vocab):
-        raise TypeError(f"vocab must be a Vocab, got {type(vocab).__name__}")
+    if type(vocab) is not Vocab:
+        raise TypeError(f"vocab must be a Vocab, got {_type_name(vocab)}")
     return vocab.lookup(strings)
 
 
@@ -599,12 +725,11 @@ def vocab_lookup(strings, vocab: Vocab) -> np.ndarray:
 
 
 def _windows(windows) -> np.ndarray:
-    if isinstance(windows, _NDARRAY):
+    if type(windows) is _NDARRAY:
         w = _i64_array(windows, "windows")
-    elif isinstance(windows, (list, tuple)):
-        w = np.array([_int(v, f"windows[{i}]", 0, _INT64_MAX) for i, v in enumerate(windows)], dtype=_I64)
     else:
-        raise TypeError(f"windows must be a sequence of int, got {type(windows).__name__}")
+        items = _items(windows, "windows", "a numpy array or a list/tuple of int")
+        w = np.array([_int(v, f"windows[{i}]", 0, _INT64_MAX) for i, v in enumerate(items)], dtype=_I64)
     _one_d(w, "windows")
     if w.size and int(w.min()) < 0:
         raise ValueError(f"windows must be >= 0, got {int(w.min())}")
@@ -721,10 +846,11 @@ def top_k(scores, k: int):
 def _channel_params(v, name: str, c: int, default: float) -> np.ndarray:
     if v is None:
         return np.full(c, default, _F64)
-    if isinstance(v, _NDARRAY):
+    t = type(v)
+    if t is _NDARRAY:
         a = _f64_array(v, name).reshape(-1)
-    elif isinstance(v, (list, tuple)):
-        a = np.array([_real(e, name) for e in v], dtype=_F64)
+    elif t is list or t is tuple:
+        a = _reals(v, name)
     else:
         a = np.full(c, _real(v, name), _F64)
     if a.shape[0] != c:
@@ -782,26 +908,24 @@ def tokenize(
     seed = _seed32(seed)
     max_tokens = _int(max_tokens, "max_tokens", 1, MAX_ELEMENTS)
     pad_id = _int(pad_id, "pad_id", _INT64_MIN, _INT64_MAX)
-    if isinstance(ngrams, (list, tuple)) and ngrams:
-        ng = [_int(g, f"ngrams[{i}]", 1, 16) for i, g in enumerate(ngrams)]
-    else:
-        raise TypeError(f"ngrams must be a non-empty list/tuple of int, got {ngrams!r}")
+    ng = [_int(g, f"ngrams[{i}]", 1, 16) for i, g in enumerate(_items(ngrams, "ngrams", "a list/tuple of int"))]
+    if not ng:
+        raise TypeError("ngrams must be a non-empty list/tuple of int, got an empty one")
     if len(set(ng)) != len(ng):
         raise ValueError(f"ngrams must not repeat, got {ng}")
-    n = _n_strings(texts, "texts")
+    texts = _Strings(texts, "texts", as_str=True)  # as str: the Unicode lowering needs str objects
+    n = texts.n
     if n and n > MAX_ELEMENTS // max_tokens:
         raise ValueError(f"tokenize: output ({n}, {max_tokens}) exceeds {MAX_ELEMENTS} elements")
     ngarr = np.array(ng, dtype=_I32)
     ids = np.empty((n, max_tokens), _I64)
     lengths = np.empty(n, _I64)
-    if isinstance(texts, _NDARRAY) and texts.dtype.kind == "U":
-        texts = texts.tolist()  # the Unicode lowering needs str objects
     ngp = _fb(ngarr)
     _call_strings(
         _lib.ops_tokenize,
         texts,
         "texts",
-        lambda i, j: (ngp, len(ng), max_tokens, seed, nb, pad_id, _fb(ids[i:j]), _fb(lengths[i:j])),
+        lambda i, j: (ngp, ngarr.shape[0], max_tokens, seed, nb, pad_id, _fb(ids[i:j]), _fb(lengths[i:j])),
         lower=True,
     )
     return ids, lengths
