@@ -19,7 +19,8 @@ import stdlib_slim
 from vm.errors import NotFound
 from vm.guard import _guard, context
 from vm.policy import rules
-from vm.sandbox.builtins import PolicyViolation, install_process_guards, make_builtins
+from vm.sandbox.builtins import (PolicyViolation, install_process_guards, make_builtins, register_class,
+                                 register_module)
 
 
 class Sandbox:
@@ -52,6 +53,12 @@ class Sandbox:
     def violation(message: str) -> None:
         raise PolicyViolation(message)
 
+    @staticmethod
+    def own_class(cls: type) -> type:
+        """Record a class that library code built for the bundle (``namedtuple``) as the bundle's own."""
+        register_class(cls)
+        return cls
+
     def bundle_module(self, name: str) -> types.ModuleType | None:
         """The bundle's module ``name`` if it has been executed."""
         return self._modules.get(name)
@@ -75,6 +82,7 @@ class Sandbox:
         package = name if name in self._packages else name.rpartition(".")[0]
         module.__dict__.update({"__builtins__": self.builtins, "__package__": package})
         self._modules[name] = module
+        register_module(module)
         try:
             exec(code, module.__dict__)
         except BaseException:
