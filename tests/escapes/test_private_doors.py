@@ -18,8 +18,17 @@ import types
 from pathlib import Path
 
 import pytest
-from test_escapes import (MARKER, SYSTEM, Tech, _identity_model, assert_contained, build,
-                          escape_source, load_and_call, run_plain)
+from test_escapes import (
+    MARKER,
+    SYSTEM,
+    Tech,
+    _identity_model,
+    assert_contained,
+    build,
+    escape_source,
+    load_and_call,
+    run_plain,
+)
 
 from vm.host.runtime import Runtime
 from vm.tools.packer import PackError

@@ -85,9 +85,11 @@ COMPILER_WRITTEN: frozenset[str] = frozenset({
 # objects and answer ``__class__`` as ``type()`` does; the bytecode itself still may not name them.
 ATTRIBUTE_GUARDS: dict[str, str] = {"load": "__edge_getattr__", "store": "__edge_attrs__"}
 
-# Global names code may read although they start with "__" (the compiler emits these loads).
+# Global names code may read although they start with "__": the compiler's own loads, the guards,
+# a module's metadata, and the protocol methods (a class body aliasing its own ``__rmul__ = __mul__``).
+# None of the last two groups is a builtin, so a read finds what the script defined or fails.
 READABLE_DUNDER_GLOBALS: frozenset[str] = frozenset({"__name__", "__annotations__", *METADATA_DUNDERS,
-                                                     *ATTRIBUTE_GUARDS.values()})
+                                                     *PROTOCOL_DUNDERS, *ATTRIBUTE_GUARDS.values()})
 
 # Names that must never be rebound: the class machinery relies on them.
 PROTECTED_NAMES: frozenset[str] = frozenset({"super", "__builtins__", "__name__", "__import__",

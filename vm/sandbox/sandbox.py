@@ -19,8 +19,13 @@ import stdlib_slim
 from vm.errors import NotFound
 from vm.guard import _guard, context
 from vm.policy import rules
-from vm.sandbox.builtins import (PolicyViolation, install_process_guards, make_builtins, register_class,
-                                 register_module)
+from vm.sandbox.builtins import (
+    PolicyViolation,
+    install_process_guards,
+    make_builtins,
+    register_class,
+    register_module,
+)
 
 
 class Sandbox:
@@ -63,8 +68,13 @@ class Sandbox:
         """The bundle's module ``name`` if it has been executed."""
         return self._modules.get(name)
 
-    def _print(self, *args: Any, sep: str | None = " ", end: str | None = "\n", **_: Any) -> None:
+    def _print(self, *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
+               **_: Any) -> None:
+        """``print``: to the bundle's log, or to a ``file`` the script gave (an object with ``write``)."""
         sep = " " if sep is None else sep
+        if file is not None:
+            file.write(sep.join(str(a) for a in args) + ("\n" if end is None else end))
+            return
         self._log(sep.join(str(a) for a in args))
 
     # -- import ------------------------------------------------------------------------------
