@@ -328,7 +328,25 @@ class Registry:
         return len(cls._items)
 
 
+class Outer:
+    class Inner:
+        def set(self):
+            self.__y = 5
+            return self._Inner__y
+
+
+ORDER = []
+
+
+def mark(tag, value):
+    ORDER.append(tag)
+    return value
+
+
 def entry(inputs):
+    r = Registry()
+    mark("obj", r)._x = mark("value", 1)
+    mark("obj", r)._x += mark("value", 2)
     c = Child()
     try:
         raise Failure(7)
@@ -343,6 +361,7 @@ def entry(inputs):
         "registry": Registry.add("x"), "meta": [__author__, __contact__, __doc__],
         "helper": [helper._cache, helper._count()], "getattr": getattr(c, "_hits"),
         "cls": [(1).__class__.__name__, [].__class__.__name__, c.__class__ is Child],
+        "order": [ORDER, r._x], "inner": Outer.Inner().set(),
     }
 '''
 OWN_HELPER = '''

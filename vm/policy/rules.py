@@ -80,10 +80,12 @@ COMPILER_WRITTEN: frozenset[str] = frozenset({
 
 # Attributes the static checks cannot judge, because the answer depends on the object: the compiler
 # (vm/tools/compile_worker.py) writes ``obj._x`` as ``__edge_getattr__(obj, "_x")`` (and
-# ``obj.__class__`` likewise), and stores and deletes as ``__edge_attrs__(obj)["_x"] = v``. These
-# sandbox builtins (vm.sandbox.builtins) allow single-underscore names only on the bundle's own
-# objects and answer ``__class__`` as ``type()`` does; the bytecode itself still may not name them.
-ATTRIBUTE_GUARDS: dict[str, str] = {"load": "__edge_getattr__", "store": "__edge_attrs__"}
+# ``obj.__class__`` likewise), ``obj._x = v`` as ``__edge_setattr__(v, obj, "_x")``, and other stores
+# and deletes as ``__edge_attrs__(obj)["_x"]``. These sandbox builtins (vm.sandbox.builtins) allow
+# single-underscore names only on the bundle's own objects and answer ``__class__`` as ``type()``
+# does; the bytecode itself still may not name them.
+ATTRIBUTE_GUARDS: dict[str, str] = {"load": "__edge_getattr__", "assign": "__edge_setattr__",
+                                    "store": "__edge_attrs__"}
 
 # Global names code may read although they start with "__": the compiler's own loads, the guards,
 # a module's metadata, and the protocol methods (a class body aliasing its own ``__rmul__ = __mul__``).

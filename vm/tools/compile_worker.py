@@ -17,13 +17,15 @@ import sys
 
 class GuardAttributes(ast.NodeTransformer):
     """Attribute accesses whose check needs the object (vm.policy.rules.ATTRIBUTE_GUARDS) become calls
-    of the sandbox's guards: ``obj._x`` -> ``load(obj, "_x")``; a store, augmented store or delete
-    ``obj._x`` -> ``store(obj)["_x"]``. Names are mangled as the compiler would (``self.__x`` in
-    class ``C`` is ``_C__x``), since a string constant is not."""
+    of the sandbox's guards: ``obj._x`` -> ``load(obj, "_x")``; ``obj._x = v`` -> ``assign(v, obj,
+    "_x")`` (Python evaluates ``v`` first, then ``obj``, in both spellings); any other store,
+    augmented store or delete -> ``store(obj)["_x"]``. Names are mangled as the compiler would
+    (``self.__x`` in class ``C`` is ``_C__x``), since a string constant is not."""
 
     def __init__(self, names: set, guards: dict) -> None:
         self.names = names
         self.load = guards["load"]
+        self.assign = guards["assign"]
         self.store = guards["store"]
         self.classes = []
 
@@ -39,6 +41,18 @@ class GuardAttributes(ast.NodeTransformer):
         node.body = body
         self.classes.pop()
         return node
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST:
+        (target,) = node.targets if len(node.targets) == 1 else (None,)
+        if not isinstance(target, ast.Attribute) or target.attr not in self.names:
+            return self.generic_visit(node)
+        value, obj = self.visit(node.value), self.visit(target.value)
+        key = ast.Constant(self._mangle(target.attr))
+        call = ast.Call(ast.Name(self.assign, ast.Load()), [value, obj, key], [])
+        new = ast.Expr(call)
+        for sub in (new, call, call.func, key):
+            ast.copy_location(sub, target if sub is key else node)
+        return new
 
     def _mangle(self, name: str) -> str:
         owner = self.classes[-1].lstrip("_") if self.classes else ""
