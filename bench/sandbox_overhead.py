@@ -5,7 +5,21 @@ the cost of loading a 64 KB bundle against the floor of its cryptography.
 Last line: one JSON object with ``overhead_ratio_median`` (sandboxed / plain, median over the
 workloads), ``load_ms_median`` (verify + decrypt + gate + unmarshal + verify bytecode) and
 ``floor_ms`` (signature verification + decryption alone, same run). Targets: ratio <= 1.05,
-load <= 2 x floor.
+load <= 2 x floor. Each workload also reports ``wire_ms``: msgpack-encoding its inputs and decoding
+them again, measured in the same loop.
+
+Why ``features`` is ~2x plain while the others are ~1x: it is the boundary, not the sandbox. Its
+inputs are 1000 events (75 KB of msgpack) for about 1 ms of work, and ``Runtime.infer`` copies them
+across the wire as every call must (encode on the caller's side, decode on the worker's: in both
+isolation modes a script gets its own plain copy, never the host's objects), which costs about as
+much as the work itself (``wire_ms``); the script then works on freshly built objects (string
+values not shared with its constants, hashes not cached yet), some 10-20 % slower than on the
+plain run's long-lived inputs; the hand-off to a worker thread and back adds ~0.1 ms a call.
+Measured with cProfile and by calling the sandboxed entry function directly (no wire, no worker
+thread): the sandbox's own share (verified code, guarded builtins, the memory budget, the
+deadline) is within noise of plain CPython. A host on the C API hands msgpack bytes already, so it
+skips the encode half; a script that needs the same large data on every call is better served by
+the event store than by its inputs.
 """
 from __future__ import annotations
 
@@ -18,6 +32,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import msgpack
 import nacl.bindings
 from nacl.public import SealedBox
 
@@ -208,16 +223,20 @@ def main() -> None:
             def boxed(arg, name=name):
                 return rt.infer("bench", name, arg)
 
-            plain_t, boxed_t = [], []
+            def wire(arg):
+                return msgpack.unpackb(msgpack.packb(arg, use_bin_type=True), raw=False, strict_map_key=False)
+
+            plain_t, boxed_t, wire_t = [], [], []
             for _ in range(3):
                 plain(inputs[name])
                 boxed(inputs[name])
             for _ in range(25):
                 plain_t.append(timed(plain, inputs[name]))
                 boxed_t.append(timed(boxed, inputs[name]))
-            p, b = statistics.median(plain_t), statistics.median(boxed_t)
+                wire_t.append(timed(wire, inputs[name]))
+            p, b, w = statistics.median(plain_t), statistics.median(boxed_t), statistics.median(wire_t)
             results[name] = {"plain_ms": round(p * 1000, 3), "sandboxed_ms": round(b * 1000, 3),
-                             "ratio": round(b / p, 4)}
+                             "ratio": round(b / p, 4), "wire_ms": round(w * 1000, 3)}
             print(f"{name:10s} plain {p * 1000:8.3f} ms   sandboxed {b * 1000:8.3f} ms   ratio {b / p:.3f}")
         rt.close()
 

@@ -10,15 +10,15 @@ from stdlib_slim.names import check_field_names
 _PLAIN = ("ChainMap", "Counter", "OrderedDict", "UserDict", "UserList", "UserString", "defaultdict", "deque")
 
 
-def namedtuple(typename: str, field_names: Any, **kwargs: Any) -> type:
-    """``collections.namedtuple`` with field names checked like attribute access."""
-    if isinstance(field_names, str):
-        field_names = field_names.replace(",", " ").split()
-    fields = check_field_names(list(field_names), "namedtuple")
-    return collections.namedtuple(typename, fields, **kwargs)
-
-
 def build(env: Any) -> dict[str, Any]:
+    def namedtuple(typename: str, field_names: Any, **kwargs: Any) -> type:
+        """``collections.namedtuple`` with field names checked like attribute access; the class is
+        the bundle's own (its ``_replace``/``_asdict``/``_fields`` are usable)."""
+        if isinstance(field_names, str):
+            field_names = field_names.replace(",", " ").split()
+        fields = check_field_names(list(field_names), "namedtuple")
+        return env.own_class(collections.namedtuple(typename, fields, **kwargs))
+
     members = {name: getattr(collections, name) for name in _PLAIN}
     members["namedtuple"] = namedtuple
     return members

@@ -3,4 +3,4 @@ import random
 
 
 def entry(inputs):
-    return "ESCAPED: " + random._os.getcwd()  # POLICY
+    return "ESCAPED: " + random._os.getcwd()

@@ -4,4 +4,4 @@ import edge
 
 def entry(inputs):
     m = edge.model(edge.models[0])
-    return "ESCAPED: " + str(m._session)  # POLICY
+    return "ESCAPED: " + str(m._session)

@@ -283,7 +283,6 @@ TECHNIQUES: list[Tech] = [
     Tech("edge_ops_lib", ok=("AttributeError",), plain=False),
     Tech("edge_ops_ffi", ok=("AttributeError",), plain=False),
     Tech("edge_lazy_getattr", plain=False),
-    Tech("edge_model_session", plain=False),
     # numpy: file and raw-memory doors
     Tech("np_tofile", plain=False),
     Tech("np_ctypes"),
@@ -955,7 +954,7 @@ FALSE_POSITIVES = {
 
 
 # Idioms that used to be refused and now run (kept with the false positives for their history).
-FIXED = {"future-annotations-dataclass"}
+FIXED = {"future-annotations-dataclass", "private-attribute", "class-name-in-repr", "namedtuple-methods"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(k, marks=() if k in FIXED else hole("FALSE POSITIVE: " + v[2]))

@@ -118,12 +118,12 @@ def test_pack_inspect_run(tmp_path: Path, keys: Path, secrets: list[str]) -> Non
 
 
 def test_pack_reports_every_violation_with_file_line_col(tmp_path: Path, keys: Path) -> None:
-    src = write_src(tmp_path, "import os\n\ndef entry(inputs):\n    return inputs.__class__\n")
+    src = write_src(tmp_path, "import os\n\ndef entry(inputs):\n    return inputs.__dict__\n")
     proc = edgevm("pack", str(src), "--keys", str(keys), "-o", str(tmp_path / "x.evb"), "--target", "3.11")
     assert proc.returncode != 0
     lines = proc.stderr.splitlines()
     assert any(line.startswith("features.py:1:1: import of 'os'") for line in lines), lines
-    assert any(line.startswith("features.py:4:12: attribute '__class__'") for line in lines), lines
+    assert any(line.startswith("features.py:4:12: attribute '__dict__'") for line in lines), lines
     assert not (tmp_path / "x.evb").exists()
 
 
@@ -180,7 +180,7 @@ def test_run_with_wrong_keys_is_a_signature_error(tmp_path: Path, keys: Path) ->
 
 
 def test_unsafe_skip_is_explicit_and_warned(tmp_path: Path, keys: Path) -> None:
-    src = write_src(tmp_path, "def entry(inputs):\n    return inputs.__class__\n")
+    src = write_src(tmp_path, "def entry(inputs):\n    return inputs.__dict__\n")
     out = tmp_path / "b.evb"
     proc = edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", "3.11",
                   "--unsafe-skip-source-policy")
@@ -188,7 +188,7 @@ def test_unsafe_skip_is_explicit_and_warned(tmp_path: Path, keys: Path) -> None:
     (tmp_path / "in.json").write_text("{}")
     run = edgevm("run", str(out), "--keys", str(keys), "--system", "s", "--business", "b",
                  "--input", str(tmp_path / "in.json"))
-    assert run.stderr.startswith("error[policy/5]") and "__class__" in run.stderr
+    assert run.stderr.startswith("error[policy/5]") and "__dict__" in run.stderr
 
 
 def test_bad_manifest(tmp_path: Path, keys: Path) -> None:

@@ -7,8 +7,12 @@ The rules, in words:
   dunders excepted: ``__init__`` for ``super().__init__()``, ``__name__``, ``__doc__``, and the
   ordinary operator/protocol methods), nor the introspection attributes of frames, code objects,
   tracebacks, generators and coroutines, nor the file and raw-memory doors of numpy arrays;
+  two exceptions are decided at run time, where the object is known (``ATTRIBUTE_GUARDS``):
+  single-underscore attributes of the bundle's own objects, and ``obj.__class__`` (what ``type(obj)``
+  gives);
 - it may not read global names that start with ``__`` (the compiler's own ``__name__`` and
-  ``__annotations__`` excepted); its own ``_private`` names are fine;
+  ``__annotations__``, and a module's metadata constants such as ``__author__``, excepted); its own
+  ``_private`` names are fine;
 - at module and class level it may assign the harmless dunders and define the ordinary dunder
   methods, but not hooks that run code at surprising times (``__del__``, ``__getattr__``,
   ``__init_subclass__``, ``__set_name__``, descriptors, ``__reduce__``...);
@@ -55,9 +59,16 @@ PROTOCOL_DUNDERS: frozenset[str] = frozenset({
 # methods (``super().__init__(...)``, ``super().__eq__(other)``).
 READABLE_DUNDERS: frozenset[str] = PROTOCOL_DUNDERS | {"__name__", "__qualname__", "__doc__"}
 
+# A module's metadata constants: data a module (or class) may define and its code may read back
+# as globals. None of them is a builtin, so a read finds the module's value or fails.
+METADATA_DUNDERS: frozenset[str] = frozenset({
+    "__all__", "__version__", "__author__", "__doc__", "__contact__", "__email__", "__license__",
+    "__copyright__", "__credits__", "__maintainer__", "__status__", "__date__",
+})
+
 # Names a module or class body may assign (the compiler writes some of them itself).
-ASSIGNABLE_DUNDERS: frozenset[str] = PROTOCOL_DUNDERS | {
-    "__all__", "__version__", "__author__", "__doc__", "__slots__", "__match_args__",
+ASSIGNABLE_DUNDERS: frozenset[str] = PROTOCOL_DUNDERS | METADATA_DUNDERS | {
+    "__slots__", "__match_args__",
     "__qualname__", "__module__", "__classcell__", "__firstlineno__", "__static_attributes__",
 }
 # ...of which these are written in a fixed pattern (checked in bytecode): by the compiler, or a
@@ -67,12 +78,24 @@ COMPILER_WRITTEN: frozenset[str] = frozenset({
     "__match_args__",
 })
 
-# Global names code may read although they start with "__" (the compiler emits these loads).
-READABLE_DUNDER_GLOBALS: frozenset[str] = frozenset({"__name__", "__annotations__"})
+# Attributes the static checks cannot judge, because the answer depends on the object: the compiler
+# (vm/tools/compile_worker.py) writes ``obj._x`` as ``__edge_getattr__(obj, "_x")`` (and
+# ``obj.__class__`` likewise), ``obj._x = v`` as ``__edge_setattr__(v, obj, "_x")``, and other stores
+# and deletes as ``__edge_attrs__(obj)["_x"]``. These sandbox builtins (vm.sandbox.builtins) allow
+# single-underscore names only on the bundle's own objects and answer ``__class__`` as ``type()``
+# does; the bytecode itself still may not name them.
+ATTRIBUTE_GUARDS: dict[str, str] = {"load": "__edge_getattr__", "assign": "__edge_setattr__",
+                                    "store": "__edge_attrs__"}
+
+# Global names code may read although they start with "__": the compiler's own loads, the guards,
+# a module's metadata, and the protocol methods (a class body aliasing its own ``__rmul__ = __mul__``).
+# None of the last two groups is a builtin, so a read finds what the script defined or fails.
+READABLE_DUNDER_GLOBALS: frozenset[str] = frozenset({"__name__", "__annotations__", *METADATA_DUNDERS,
+                                                     *PROTOCOL_DUNDERS, *ATTRIBUTE_GUARDS.values()})
 
 # Names that must never be rebound: the class machinery relies on them.
 PROTECTED_NAMES: frozenset[str] = frozenset({"super", "__builtins__", "__name__", "__import__",
-                                             "__build_class__"})
+                                             "__build_class__", *ATTRIBUTE_GUARDS.values()})
 
 # Introspection and raw-access attributes refused whatever their spelling.
 INTROSPECTION_ATTRS: frozenset[str] = frozenset({
@@ -119,6 +142,17 @@ def attribute_problem(name: str, *, store: bool = False) -> str | None:
     if name in INTROSPECTION_ATTRS:
         return f"attribute '{name}' gives access to interpreter internals"
     return None
+
+
+def private_attribute(name: str) -> bool:
+    """A single-underscore attribute name (``_cache``, ``_replace``, a mangled ``_Cls__x``): allowed,
+    at run time, on the bundle's own objects only."""
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def guarded_attribute(name: str, *, store: bool = False) -> bool:
+    """True if the static checks leave attribute ``name`` to the run-time guards (``ATTRIBUTE_GUARDS``)."""
+    return private_attribute(name) or (name == "__class__" and not store)
 
 
 def named_attribute_problem(name: str, *, store: bool = False) -> str | None:

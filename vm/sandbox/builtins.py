@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import builtins as _builtins
+import functools
 import sys
 import types
 import weakref
@@ -127,11 +128,49 @@ def _safe_pow(base: Any, exp: Any, mod: Any = None) -> Any:
 # can change a library class for the runtime or another bundle.
 _script_classes: weakref.WeakSet[type] = weakref.WeakSet()
 
+# Objects whose single-underscore attributes a script may use (rules.private_attribute): instances
+# of (and the) script classes whose every base is such a class or a plain builtin data type, with no
+# library metaclass; and the bundle's own modules. Looking ``_x`` up on them only finds what the
+# bundle itself put there (builtin data types have no such attributes; tests/policy checks it).
+# Keyed by id for a lookup in C on every guarded access; an entry leaves when its class dies (the
+# weak reference's callback runs before the id can be reused).
+_own_classes: dict[int, weakref.ref] = {}
+_own_modules: weakref.WeakSet[types.ModuleType] = weakref.WeakSet()
+_DATA_BASES: frozenset[type] = frozenset(
+    {object, int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset}
+    | {t for t in vars(_builtins).values() if isinstance(t, type) and issubclass(t, BaseException)})
+
+
+def register_class(cls: type) -> None:
+    """Record ``cls`` as created by the bundle (a class statement, ``namedtuple``): it stays mutable,
+    and owns its private attributes if all its bases do (see ``_own_classes``)."""
+    _script_classes.add(cls)
+    if type(cls) is type and all(b in _DATA_BASES or id(b) in _own_classes for b in cls.__mro__[1:]):
+        key = id(cls)
+        _own_classes[key] = weakref.ref(cls, lambda _ref, key=key: _own_classes.pop(key, None))
+
+
+def register_module(module: types.ModuleType) -> None:
+    """Record one of the bundle's own modules (its ``_private`` globals are the script's)."""
+    _own_modules.add(module)
+
+
+def _owns_private(obj: Any) -> bool:
+    """True if ``obj``'s single-underscore attributes are the bundle's own."""
+    t = type(obj)
+    if t is type:
+        return id(obj) in _own_classes
+    if t is super:  # the lookup walks the MRO of the instance's class
+        return id(obj.__self_class__) in _own_classes
+    if t is types.ModuleType:
+        return obj in _own_modules
+    return id(t) in _own_classes
+
 
 def _build_class(func: Any, name: str, *bases: Any, **kwargs: Any) -> Any:
     cls = _builtins.__build_class__(func, name, *bases, **kwargs)
     if isinstance(cls, type):
-        _script_classes.add(cls)
+        register_class(cls)
     return cls
 
 
@@ -172,11 +211,11 @@ def install_process_guards() -> None:
         abc.ABCMeta.register = _guarded_abc_register
 
 
-def _check_attr(name: Any, store: bool) -> None:
-    if not isinstance(name, str):
-        raise TypeError("attribute name must be a string")
+def _check_attr(obj: Any, name: Any, store: bool) -> None:
+    if type(name) is not str:  # a subclass could answer the checks below for another name
+        raise TypeError("attribute name must be a str")
     problem = rules.named_attribute_problem(name, store=store)
-    if problem:
+    if problem is not None and not (rules.private_attribute(name) and _owns_private(obj)):
         raise PolicyViolation(problem)
 
 
@@ -184,23 +223,63 @@ _MISSING = object()
 
 
 def _safe_getattr(obj: Any, name: str, default: Any = _MISSING) -> Any:
-    _check_attr(name, False)
+    _check_attr(obj, name, False)
     return getattr(obj, name) if default is _MISSING else getattr(obj, name, default)
 
 
 def _safe_hasattr(obj: Any, name: str) -> bool:
-    _check_attr(name, False)
+    _check_attr(obj, name, False)
     return hasattr(obj, name)
 
 
 def _safe_setattr(obj: Any, name: str, value: Any) -> None:
-    _check_attr(name, True)
+    _check_attr(obj, name, True)
     setattr(obj, name, value)
 
 
 def _safe_delattr(obj: Any, name: str) -> None:
-    _check_attr(name, True)
+    _check_attr(obj, name, True)
     delattr(obj, name)
+
+
+_private_name = functools.lru_cache(maxsize=1024)(rules.private_attribute)
+
+
+def _guarded_load(obj: Any, name: str) -> Any:
+    """``obj.<name>`` for the names the compiler leaves to run time (rules.ATTRIBUTE_GUARDS):
+    ``__class__`` is what ``type(obj)`` gives, a private name needs the bundle's own object."""
+    if id(type(obj)) in _own_classes and type(name) is str and _private_name(name):  # the hot path
+        return getattr(obj, name)
+    if type(name) is str and name == "__class__":
+        return _safe_type(obj)
+    _check_attr(obj, name, False)
+    return getattr(obj, name)
+
+
+def _guarded_assign(value: Any, obj: Any, name: str) -> None:
+    """``obj.<name> = value`` as compiled (the arguments in the order Python evaluates them)."""
+    if id(type(obj)) in _own_classes and type(name) is str and _private_name(name):  # the hot path
+        setattr(obj, name, value)
+    else:
+        _safe_setattr(obj, name, value)
+
+
+class _GuardedStore:
+    """``obj._x = v``, ``obj._x += v`` and ``del obj._x`` as compiled: ``__edge_attrs__(obj)["_x"]``."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+
+    def __getitem__(self, name: str) -> Any:
+        return _guarded_load(self._obj, name)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        _guarded_assign(value, self._obj, name)
+
+    def __delitem__(self, name: str) -> None:
+        _safe_delattr(self._obj, name)
 
 
 def make_builtins(*, print_: Callable[..., None], import_: Callable[..., Any]) -> dict[str, Any]:
@@ -210,6 +289,8 @@ def make_builtins(*, print_: Callable[..., None], import_: Callable[..., Any]) -
         "range": _safe_range, "iter": _safe_iter, "pow": _safe_pow, "type": _safe_type,
         "getattr": _safe_getattr, "hasattr": _safe_hasattr, "setattr": _safe_setattr,
         "delattr": _safe_delattr, "print": print_,
+        rules.ATTRIBUTE_GUARDS["load"]: _guarded_load, rules.ATTRIBUTE_GUARDS["assign"]: _guarded_assign,
+        rules.ATTRIBUTE_GUARDS["store"]: _GuardedStore,
         "__build_class__": _build_class, "__import__": import_, context.SANDBOX_MARKER: True,
     })
     return b

@@ -19,7 +19,13 @@ import stdlib_slim
 from vm.errors import NotFound
 from vm.guard import _guard, context
 from vm.policy import rules
-from vm.sandbox.builtins import PolicyViolation, install_process_guards, make_builtins
+from vm.sandbox.builtins import (
+    PolicyViolation,
+    install_process_guards,
+    make_builtins,
+    register_class,
+    register_module,
+)
 
 
 class Sandbox:
@@ -52,12 +58,23 @@ class Sandbox:
     def violation(message: str) -> None:
         raise PolicyViolation(message)
 
+    @staticmethod
+    def own_class(cls: type) -> type:
+        """Record a class that library code built for the bundle (``namedtuple``) as the bundle's own."""
+        register_class(cls)
+        return cls
+
     def bundle_module(self, name: str) -> types.ModuleType | None:
         """The bundle's module ``name`` if it has been executed."""
         return self._modules.get(name)
 
-    def _print(self, *args: Any, sep: str | None = " ", end: str | None = "\n", **_: Any) -> None:
+    def _print(self, *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
+               **_: Any) -> None:
+        """``print``: to the bundle's log, or to a ``file`` the script gave (an object with ``write``)."""
         sep = " " if sep is None else sep
+        if file is not None:
+            file.write(sep.join(str(a) for a in args) + ("\n" if end is None else end))
+            return
         self._log(sep.join(str(a) for a in args))
 
     # -- import ------------------------------------------------------------------------------
@@ -75,6 +92,7 @@ class Sandbox:
         package = name if name in self._packages else name.rpartition(".")[0]
         module.__dict__.update({"__builtins__": self.builtins, "__package__": package})
         self._modules[name] = module
+        register_module(module)
         try:
             exec(code, module.__dict__)
         except BaseException:

@@ -10,6 +10,7 @@ ciphertext (encrypt-then-sign), so a device verifies before it decrypts anything
 """
 from __future__ import annotations
 
+import ast
 import base64
 import difflib
 import glob
@@ -37,6 +38,7 @@ from vm.bundle import format as bundle_format
 from vm.bundle import keys
 from vm.bundle import manifest as manifest_rules
 from vm.errors import BadInput, EdgeError, NotFound, PolicyError, ScriptError
+from vm.policy import rules
 from vm.policy.verifier import verify_module_code
 from vm.tools import source_policy
 
@@ -157,10 +159,21 @@ def _runs(exe: str) -> bool:
         return False
 
 
+def _guarded(source: str) -> list[str]:
+    """The attribute names the compile worker turns into run-time guard calls (none for a script
+    that does not parse: the worker reports the syntax error)."""
+    try:
+        return source_policy.guarded_attributes(ast.parse(source))
+    except SyntaxError:
+        return []
+
+
 def compile_for(exe: str, version: str, modules: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Run the compile worker under interpreter ``exe`` (CPython ``version``); a script that does not
     compile is a ``ScriptSyntaxError``."""
-    request = {"modules": {n: {"file": m["file"], "source": m["source"]} for n, m in modules.items()}}
+    request = {"modules": {n: {"file": m["file"], "source": m["source"], "guarded": _guarded(m["source"])}
+                           for n, m in modules.items()},
+               "guards": rules.ATTRIBUTE_GUARDS}
     proc = subprocess.run([exe, "-I", "-S", str(WORKER)], input=json.dumps(request), capture_output=True,
                           text=True, timeout=300)
     if proc.returncode != 0:

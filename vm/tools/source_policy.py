@@ -62,8 +62,8 @@ class _Visitor(ast.NodeVisitor):
                 problem = f"'{name}' may only be set by the compiler"
             if problem:
                 self.fail(node, problem)
-        elif name == "super":
-            self.fail(node, "name 'super' cannot be rebound")
+        elif name == "super" or name in rules.ATTRIBUTE_GUARDS.values():
+            self.fail(node, f"name '{name}' cannot be rebound")
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
         if not isinstance(node, ast.Lambda):
@@ -128,7 +128,10 @@ class _Visitor(ast.NodeVisitor):
                 self.fail(node, problem)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        problem = rules.attribute_problem(node.attr, store=not isinstance(node.ctx, ast.Load))
+        store = not isinstance(node.ctx, ast.Load)
+        # Names left to the run-time guards are compiled into guard calls (see guarded_attributes).
+        problem = None if rules.guarded_attribute(node.attr, store=store) else \
+            rules.attribute_problem(node.attr, store=store)
         if problem is None and node.attr in rules.FORMAT_METHODS and isinstance(node.ctx, ast.Load):
             literal = node.value.value if isinstance(node.value, ast.Constant) else None
             problem = rules.format_string_problem(literal)
@@ -182,6 +185,13 @@ class _Visitor(ast.NodeVisitor):
             if problem:
                 self.fail(node, problem)
             self._define(node, alias.asname or alias.name)
+
+
+def guarded_attributes(tree: ast.AST) -> list[str]:
+    """The attribute names in ``tree`` that the compiler turns into calls of the sandbox's run-time
+    guards (``rules.ATTRIBUTE_GUARDS``)."""
+    return sorted({node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                   and rules.guarded_attribute(node.attr, store=not isinstance(node.ctx, ast.Load))})
 
 
 def check_source(source: str, *, file: str, module: str, is_package: bool,
