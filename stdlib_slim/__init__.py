@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vm.guard import _guard
+from vm.policy import rules
 
 # module name -> (real module, names re-exported unchanged)
 PLAIN: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -97,13 +98,35 @@ def _plain_members(name: str) -> dict[str, Any]:
 
 
 def freeze_classes(members: dict[str, Any]) -> None:
-    """Make every library class among ``members`` (and their submodules) immutable (process-wide,
+    """Make every library class among ``members`` (and their submodules) immutable, and the
+    library functions among them and in those classes read-only (``vm.guard._guard.freeze_object``):
+    one bundle's ``json.loads.note = ...`` would reach every other bundle (process-wide,
     idempotent)."""
     for value in members.values():
         if isinstance(value, type):
-            _guard.freeze_type(value)
+            freeze_class(value)
         elif isinstance(value, types.ModuleType):
             freeze_classes(vars(value))
+        elif "<locals>" not in getattr(value, "__qualname__", ""):
+            _guard.freeze_object(value)  # a shared library function; closures are the bundle's own
+
+
+_frozen_classes: set[type] = set()
+
+
+def freeze_class(cls: type) -> None:
+    """Make library class ``cls`` immutable and the functions a script can read from it
+    (``cls.method``, a static method, ``cls.__init__``) read-only."""
+    if cls in _frozen_classes:
+        return
+    _guard.freeze_type(cls)
+    _frozen_classes.add(cls)
+    for name, attr in vars(cls).items():
+        if rules.attribute_problem(name) is None:
+            if isinstance(attr, type):
+                freeze_class(attr)
+            else:
+                _guard.freeze_object(getattr(attr, "__func__", attr))
 
 
 def preload() -> None:
@@ -124,7 +147,8 @@ def build(name: str, env: Any) -> types.ModuleType:
     """A fresh vetted module ``name`` for one sandbox. ``env`` gives wrappers the sandbox's
     services (``env.remaining_s()`` for deadlines, ``env.violation`` for refusals)."""
     if name in PLAIN:
-        members = dict(_plain_members(name))
+        # containers among the members (hashlib.algorithms_available) are copied: the library's are shared
+        members = {k: type(v)(v) if type(v) in (set, list, dict) else v for k, v in _plain_members(name).items()}
     elif name in WRAPPED:
         builder: Callable[[Any], dict[str, Any]] = importlib.import_module(WRAPPED[name]).build
         members = builder(env)
