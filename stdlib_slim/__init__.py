@@ -99,28 +99,27 @@ def _plain_members(name: str) -> dict[str, Any]:
 
 def freeze_classes(members: dict[str, Any]) -> None:
     """Make every library class among ``members`` (and their submodules) immutable, and the
-    library functions among them and in those classes read-only (``vm.guard._guard.freeze_object``):
-    one bundle's ``json.loads.note = ...`` would reach every other bundle (process-wide,
-    idempotent)."""
+    library functions and singletons among them and in those classes read-only
+    (``vm.guard._guard.freeze_object``): one bundle's ``json.loads.note = ...`` would reach every
+    other bundle (process-wide, idempotent)."""
     for value in members.values():
         if isinstance(value, type):
             freeze_class(value)
         elif isinstance(value, types.ModuleType):
             freeze_classes(vars(value))
         elif "<locals>" not in getattr(value, "__qualname__", ""):
-            _guard.freeze_object(value)  # a shared library function; closures are the bundle's own
+            _guard.freeze_object(value)  # shared; closures a wrapper made for this bundle are its own
 
 
-_frozen_classes: set[type] = set()
+_IMMUTABLE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: frozen already, or a static (C) type
 
 
 def freeze_class(cls: type) -> None:
-    """Make library class ``cls`` immutable and the functions a script can read from it
-    (``cls.method``, a static method, ``cls.__init__``) read-only."""
-    if cls in _frozen_classes:
+    """Make library class ``cls`` immutable and what a script can read from it (``cls.method``, a
+    static method, ``cls.__init__``, a class-level instance) read-only."""
+    if cls.__flags__ & _IMMUTABLE:
         return
     _guard.freeze_type(cls)
-    _frozen_classes.add(cls)
     for name, attr in vars(cls).items():
         if rules.attribute_problem(name) is None:
             if isinstance(attr, type):

@@ -107,7 +107,7 @@ def _without_objects(fn: Any, violation: Any) -> Any:
             violation(f"numpy.{fn.__name__}: arrays of Python objects (dtype {out.dtype}) are not available in scripts")
         return out
 
-    checked.__name__ = checked.__qualname__ = fn.__name__
+    checked.__name__ = fn.__name__
     checked.__doc__ = fn.__doc__
     return checked
 

@@ -9,9 +9,11 @@
 
 /* Objects whose attributes are frozen, by address (held, so an address is never reused). Their
  * types' tp_setattro becomes guarded_setattro, which refuses for them and is the generic one for
- * every other object. Only types with the generic tp_setattro and no managed dict (functions,
- * numpy's dispatchers and ufuncs, functools wrappers) take part: the interpreter's specialised
- * STORE_ATTR of managed-dict instances would bypass the slot. */
+ * every other object; PyType_Modified drops STORE_ATTR sites the interpreter specialised on the
+ * type, and it does not specialise stores on a type whose tp_setattro is not the generic one.
+ * Only objects with an instance dict whose type has the generic tp_setattro take part: functions,
+ * numpy's dispatchers and ufuncs, plain instances (dataclasses.MISSING); others either refuse
+ * attribute stores already (no dict) or run their own __setattr__. */
 static PyObject *frozen = NULL; /* dict: id -> obj */
 
 static int
@@ -36,7 +38,7 @@ static PyObject *
 freeze_object(PyObject *self, PyObject *obj)
 {
     PyTypeObject *tp = Py_TYPE(obj);
-    if (PyType_Check(obj) || tp->tp_dictoffset == 0 || (tp->tp_flags & Py_TPFLAGS_MANAGED_DICT) ||
+    if (PyType_Check(obj) || (tp->tp_dictoffset == 0 && !(tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)) ||
         (tp->tp_setattro != PyObject_GenericSetAttr && tp->tp_setattro != guarded_setattro))
         Py_RETURN_FALSE;
     if (frozen == NULL && (frozen = PyDict_New()) == NULL)

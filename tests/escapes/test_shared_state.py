@@ -145,7 +145,8 @@ _SHARED_OBJECTS = {
     "class-method": ("import collections", "collections.Counter.most_common"),
     "dunder-init-of-returned-class": ("import dataclasses", "type(dataclasses.field()).__init__"),
     "random-generator-factory": ("import numpy", "numpy.random.default_rng"),
-    "functools-wrapper": ("import functools", "functools.reduce"),
+    "typing-function": ("import typing", "typing.cast"),
+    "singleton-instance": ("import dataclasses", "dataclasses.MISSING"),
 }
 
 
@@ -272,3 +273,58 @@ def test_abc_registration_through_library_code_is_refused(via: str, tmp_path: Pa
         collections.abc.Hashable._abc_registry_clear()
         collections.abc.Hashable._abc_caches_clear()
     assert not isinstance([], collections.abc.Hashable)
+
+
+# -- typing's process-wide subscription caches ------------------------------------------------------
+
+_ALIASES = {
+    # id: (subscription with the script's lookalike, the same with int, as the host writes it)
+    "List": ("typing.List[Fake()]", lambda t: t.List[int]),
+    "Dict": ("typing.Dict[str, Fake()]", lambda t: t.Dict[str, int]),
+    "Optional": ("typing.Optional[Fake()]", lambda t: t.Optional[int]),
+    "Union": ("typing.Union[Fake(), str]", lambda t: t.Union[int, str]),
+    "Tuple": ("typing.Tuple[Fake(), ...]", lambda t: t.Tuple[int, ...]),
+    "Callable": ("typing.Callable[[Fake()], str]", lambda t: t.Callable[[int], str]),
+}
+
+
+@pytest.mark.parametrize("alias", list(_ALIASES))
+def test_typing_caches_do_not_hand_out_script_objects(alias: str, tmp_path: Path, keys_dir: Path) -> None:
+    """A script object that equals ``int`` (and hashes like it) must not become the argument of the
+    host's and other bundles' ``List[int]``: its methods would run in their threads."""
+    import typing
+
+    script, host = _ALIASES[alias]
+    a, b = _two_bundles(tmp_path, keys_dir, f"""
+        import typing
+
+        class Fake:
+            def __call__(self):
+                return None
+
+            def __hash__(self):
+                return hash(int)
+
+            def __eq__(self, other):
+                return True
+
+        def entry(inputs):
+            return str({script})
+        """, f"""
+        import typing
+
+        def entry(inputs):
+            return str({script.replace("Fake()", "int")})
+        """)
+    for clear in typing._cleanups:
+        clear()
+    try:
+        with Runtime(_config(keys_dir)) as rt:
+            rt.load(a)
+            rt.load(b)
+            rt.infer("a", "b", {})
+            assert "Fake" not in rt.infer("v", "b", {}), "bundle B got bundle A's object"
+        assert "Fake" not in repr(host(typing)), "the host got a script's object from typing's cache"
+    finally:
+        for clear in typing._cleanups:
+            clear()
