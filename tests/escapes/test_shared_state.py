@@ -328,3 +328,33 @@ def test_typing_caches_do_not_hand_out_script_objects(alias: str, tmp_path: Path
     finally:
         for clear in typing._cleanups:
             clear()
+
+
+def test_flag_combinations_do_not_cross_bundles(tmp_path: Path, keys_dir: Path) -> None:
+    """A Flag enum caches each combination of its members for the whole process, keyed by value:
+    an int subclass whose ``__ror__`` returns itself would be another bundle's ``re.I | ...``."""
+    a, b = _two_bundles(tmp_path, keys_dir, """
+        import re
+
+        class Evil(int):
+            def __ror__(self, other):
+                return Evil(int(self) | int(other))
+
+            def __repr__(self):
+                return "Evil"
+
+        def entry(inputs):
+            made = re.I | Evil(1 << 20)
+            return repr(getattr(made, "value", made))
+        """, """
+        import re
+
+        def entry(inputs):
+            made = re.I | (1 << 20)
+            return repr(getattr(made, "value", made))
+        """)
+    with Runtime(_config(keys_dir)) as rt:
+        rt.load(a)
+        rt.load(b)
+        rt.infer("a", "b", {})
+        assert "Evil" not in rt.infer("v", "b", {}), "bundle B got bundle A's object from the flag cache"
