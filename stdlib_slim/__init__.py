@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vm.guard import _guard
+from vm.policy import rules
 
 # module name -> (real module, names re-exported unchanged)
 PLAIN: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -97,13 +98,34 @@ def _plain_members(name: str) -> dict[str, Any]:
 
 
 def freeze_classes(members: dict[str, Any]) -> None:
-    """Make every library class among ``members`` (and their submodules) immutable (process-wide,
-    idempotent)."""
+    """Make every library class among ``members`` (and their submodules) immutable, and the
+    library functions and singletons among them and in those classes read-only
+    (``vm.guard._guard.freeze_object``): one bundle's ``json.loads.note = ...`` would reach every
+    other bundle (process-wide, idempotent)."""
     for value in members.values():
         if isinstance(value, type):
-            _guard.freeze_type(value)
+            freeze_class(value)
         elif isinstance(value, types.ModuleType):
             freeze_classes(vars(value))
+        elif "<locals>" not in getattr(value, "__qualname__", ""):
+            _guard.freeze_object(value)  # shared; closures a wrapper made for this bundle are its own
+
+
+_IMMUTABLE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: frozen already, or a static (C) type
+
+
+def freeze_class(cls: type) -> None:
+    """Make library class ``cls`` immutable and what a script can read from it (``cls.method``, a
+    static method, ``cls.__init__``, a class-level instance) read-only."""
+    if cls.__flags__ & _IMMUTABLE:
+        return
+    _guard.freeze_type(cls)
+    for name, attr in vars(cls).items():
+        if rules.attribute_problem(name) is None:
+            if isinstance(attr, type):
+                freeze_class(attr)
+            else:
+                _guard.freeze_object(getattr(attr, "__func__", attr))
 
 
 def preload() -> None:
@@ -124,7 +146,8 @@ def build(name: str, env: Any) -> types.ModuleType:
     """A fresh vetted module ``name`` for one sandbox. ``env`` gives wrappers the sandbox's
     services (``env.remaining_s()`` for deadlines, ``env.violation`` for refusals)."""
     if name in PLAIN:
-        members = dict(_plain_members(name))
+        # containers among the members (hashlib.algorithms_available) are copied: the library's are shared
+        members = {k: type(v)(v) if type(v) in (set, list, dict) else v for k, v in _plain_members(name).items()}
     elif name in WRAPPED:
         builder: Callable[[Any], dict[str, Any]] = importlib.import_module(WRAPPED[name]).build
         members = builder(env)

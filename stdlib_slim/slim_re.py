@@ -184,5 +184,7 @@ def build(env: Any) -> dict[str, Any]:
         "findall": findall, "finditer": finditer, "split": split, "sub": sub, "subn": subn,
         "escape": regex.escape, "error": regex.error, "Pattern": Pattern, "Match": Match,
     }
-    members.update({f: getattr(regex, f) for f in _FLAGS})
+    # plain ints: regex's flag enum caches every combination made from it for the whole process (a
+    # script's int subclass would become another bundle's re.I | re.M)
+    members.update({f: int(getattr(regex, f)) for f in _FLAGS})
     return members

@@ -11,5 +11,6 @@
 extern PyMethodDef guard_deadline_methods[]; /* deadline.c: guarded calls, asynchronous timeouts */
 extern PyMethodDef guard_budget_methods[];   /* budget.c: per-call memory budget */
 extern PyMethodDef guard_freeze_methods[];   /* freeze.c: immutable library classes */
+extern PyMethodDef guard_shared_methods[];   /* shared.c: read-only shared library objects */
 
 #endif

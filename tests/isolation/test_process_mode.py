@@ -230,7 +230,7 @@ def test_library_state_one_bundle_changes_reaches_no_other_bundle_nor_the_host(r
     b = make_bundle({"features.py": ATTACKS}, name="victim", system="v")
     rt.load(a)
     rt.load(b)
-    assert rt.infer("s", "b", {"mode": "finfo"}) == 42.0  # a's own process: its own copy, changed
+    assert rt.infer("s", "b", {"mode": "finfo"}) != 42.0  # finfo hands each caller a copy: no change sticks
     assert rt.infer("v", "b", {"mode": "read_finfo"}) == float(np.finfo(np.float32).eps)
     assert float(np.finfo(np.float32).eps) != 42.0
 

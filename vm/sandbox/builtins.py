@@ -18,7 +18,8 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from vm.guard import _guard, context
+import stdlib_slim
+from vm.guard import context
 from vm.policy import rules
 
 # Iterating a range longer than this happens through the interpreter loop (see _LongRange).
@@ -186,7 +187,7 @@ def _safe_type(*args: Any) -> type:
 
         return ndarray
     if t not in _script_classes:
-        _guard.freeze_type(t)
+        stdlib_slim.freeze_class(t)
     return t
 
 
@@ -196,9 +197,15 @@ def is_script_frame(frame: types.FrameType) -> bool:
 
 
 def _guarded_abc_register(cls: Any, subclass: Any) -> Any:
-    # A script may register on its own ABCs; a library ABC's registry is process-wide.
-    if cls not in _script_classes and is_script_frame(sys._getframe(1)):
-        raise PolicyViolation(f"{cls.__name__}.register() would change isinstance() for the whole process")
+    # A script may register on its own ABCs; a library ABC's registry is process-wide. Any script
+    # frame on the stack counts (library code calls what a script hands it: heapq.merge's key),
+    # up to an import: a library module that C code imports lazily registers its own classes.
+    if cls not in _script_classes:
+        frame: types.FrameType | None = sys._getframe(1)
+        while frame is not None and not frame.f_code.co_filename.startswith("<frozen importlib"):
+            if is_script_frame(frame):
+                raise PolicyViolation(f"{cls.__name__}.register() would change isinstance() for the whole process")
+            frame = frame.f_back
     return _abc_register(cls, subclass)
 
 
