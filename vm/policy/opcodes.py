@@ -64,8 +64,54 @@ _NAME_CLASS = {
  ARG_REPORT) = range(10)
 
 # allowed, caches, argkind, shift, name_class, deny_mask, max, expect_next (+1), base_op (+1),
-# inputs kind, inputs constant, flow, resumes, 2 pad bytes
-_ROW = struct.Struct("<BBBBBBHBBBBBBxx")
+# inputs kind, inputs constant, flow, resumes, typed (OP_*), code_req (REQ_*)
+_ROW = struct.Struct("<BBBBBBHBBBBBBBB")
+
+# What the verifier's type pass does with an instruction (native/verify/verify.c reads the same
+# numbers): how it moves cells, containers, iterators and exceptions on the stack and in the slots.
+(OP_NONE, OP_LOAD_FAST, OP_LOAD_FAST_CLEAR, OP_LOAD_FAST_PAIR, OP_STORE_FAST, OP_STORE_LOAD_FAST, OP_STORE_FAST_PAIR,
+ OP_DELETE_FAST, OP_DEREF, OP_LOAD_CLOSURE, OP_MAKE_CELL, OP_COPY_FREE_VARS, OP_SWAP, OP_COPY, OP_LOAD_CONST,
+ OP_BUILD_TUPLE, OP_BUILD_LIST, OP_BUILD_SET, OP_BUILD_MAP, OP_LIST_TO_TUPLE, OP_LIST_ADD, OP_SET_ADD, OP_MAP_ADD,
+ OP_POP_ONLY, OP_MAKE_FUNCTION, OP_SET_FUNCTION_ATTRIBUTE, OP_GET_ITER, OP_GET_AWAITABLE, OP_GET_ANEXT, OP_FOR_ITER,
+ OP_SEND, OP_PUSH_EXC_INFO, OP_POP_EXCEPT, OP_RERAISE, OP_NEEDS_EXC, OP_WITH_EXCEPT_START, OP_CHECK_EXC_MATCH,
+ OP_CHECK_EG_MATCH, OP_PREP_RERAISE_STAR, OP_INTRINSIC_1, OP_INTRINSIC_2, OP_MATCH_KEYS, OP_JUMP_IF_NOT_NONE,
+ OP_KW_NAMES, OP_PRECALL, OP_CALL, OP_CALL_KW, OP_LIST_EXTEND) = range(48)
+_TYPED: dict[str, int] = {
+    "LOAD_FAST": OP_LOAD_FAST, "LOAD_FAST_CHECK": OP_LOAD_FAST, "LOAD_FAST_AND_CLEAR": OP_LOAD_FAST_CLEAR,
+    "LOAD_FAST_LOAD_FAST": OP_LOAD_FAST_PAIR, "STORE_FAST": OP_STORE_FAST, "STORE_FAST_LOAD_FAST": OP_STORE_LOAD_FAST,
+    "STORE_FAST_STORE_FAST": OP_STORE_FAST_PAIR, "DELETE_FAST": OP_DELETE_FAST,
+    **dict.fromkeys(("LOAD_DEREF", "STORE_DEREF", "DELETE_DEREF", "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DEREF"),
+                    OP_DEREF),
+    "LOAD_CLOSURE": OP_LOAD_CLOSURE, "MAKE_CELL": OP_MAKE_CELL, "COPY_FREE_VARS": OP_COPY_FREE_VARS,
+    "SWAP": OP_SWAP, "COPY": OP_COPY, "LOAD_CONST": OP_LOAD_CONST, "BUILD_TUPLE": OP_BUILD_TUPLE,
+    "BUILD_LIST": OP_BUILD_LIST, "BUILD_SET": OP_BUILD_SET, "BUILD_MAP": OP_BUILD_MAP,
+    "BUILD_CONST_KEY_MAP": OP_BUILD_MAP, "LIST_TO_TUPLE": OP_LIST_TO_TUPLE, "LIST_APPEND": OP_LIST_ADD,
+    "LIST_EXTEND": OP_LIST_EXTEND, "SET_ADD": OP_SET_ADD, "SET_UPDATE": OP_SET_ADD, "MAP_ADD": OP_MAP_ADD,
+    "DICT_UPDATE": OP_POP_ONLY, "DICT_MERGE": OP_POP_ONLY, "MAKE_FUNCTION": OP_MAKE_FUNCTION,
+    "SET_FUNCTION_ATTRIBUTE": OP_SET_FUNCTION_ATTRIBUTE, "GET_ITER": OP_GET_ITER,
+    "GET_YIELD_FROM_ITER": OP_GET_AWAITABLE, "GET_AWAITABLE": OP_GET_AWAITABLE, "GET_ANEXT": OP_GET_ANEXT,
+    "FOR_ITER": OP_FOR_ITER, "SEND": OP_SEND, "PUSH_EXC_INFO": OP_PUSH_EXC_INFO, "POP_EXCEPT": OP_POP_EXCEPT,
+    "RERAISE": OP_RERAISE, "END_ASYNC_FOR": OP_NEEDS_EXC, "CLEANUP_THROW": OP_NEEDS_EXC,
+    "WITH_EXCEPT_START": OP_WITH_EXCEPT_START, "CHECK_EXC_MATCH": OP_CHECK_EXC_MATCH,
+    "CHECK_EG_MATCH": OP_CHECK_EG_MATCH, "PREP_RERAISE_STAR": OP_PREP_RERAISE_STAR,
+    "CALL_INTRINSIC_1": OP_INTRINSIC_1, "CALL_INTRINSIC_2": OP_INTRINSIC_2, "MATCH_KEYS": OP_MATCH_KEYS,
+    **dict.fromkeys(("POP_JUMP_IF_NOT_NONE", "POP_JUMP_FORWARD_IF_NOT_NONE", "POP_JUMP_BACKWARD_IF_NOT_NONE"),
+                    OP_JUMP_IF_NOT_NONE),
+    "KW_NAMES": OP_KW_NAMES, "PRECALL": OP_PRECALL, "CALL": OP_CALL, "CALL_KW": OP_CALL_KW,
+}
+
+# Which code objects may hold an instruction (co_flags): the compiler emits these only there.
+REQ_GEN, REQ_ASYNC, REQ_ASYNC_GEN, REQ_UNOPTIMIZED = 1, 2, 4, 8
+_CODE_REQ: dict[str, int] = {
+    **dict.fromkeys(("YIELD_VALUE", "RETURN_GENERATOR", "SEND", "END_SEND", "CLEANUP_THROW", "GET_YIELD_FROM_ITER"),
+                    REQ_GEN),
+    # (GET_AITER is not here: a plain function may create an async generator expression)
+    **dict.fromkeys(("GET_AWAITABLE", "GET_ANEXT", "END_ASYNC_FOR", "BEFORE_ASYNC_WITH"), REQ_ASYNC),
+    "ASYNC_GEN_WRAP": REQ_ASYNC_GEN,
+    "LOAD_CLASSDEREF": REQ_UNOPTIMIZED,  # reads the frame's locals mapping, which only class bodies have
+}
+# CALL_INTRINSIC_1 operands: 3 INTRINSIC_STOPITERATION_ERROR (generators), 4 INTRINSIC_ASYNC_GEN_WRAP.
+INTRINSIC_STOPITERATION_ERROR, INTRINSIC_ASYNC_GEN_WRAP, INTRINSIC_LIST_TO_TUPLE = 3, 4, 6
 
 # How deep the stack must be before an instruction runs (what it pops or reads below the top),
 # as (kind, constant). The verifier's stack analysis checks it on every path, so crafted code
@@ -151,10 +197,20 @@ def _enum(name: str, version: tuple[int, int]) -> tuple[int, int, int] | None:
         shift = {(3, 11): 0, (3, 12): 4}.get(version, 5)
         return shift, len(opcode.cmp_op) - 1, 0
     if name == "CALL_INTRINSIC_1":
-        # 0 invalid, 1 INTRINSIC_PRINT (interactive), 2 INTRINSIC_IMPORT_STAR
-        return 0, len(opcode._intrinsic_1_descs) - 1, 0b111
+        # 0 invalid, 1 INTRINSIC_PRINT (interactive), 2 INTRINSIC_IMPORT_STAR; 7-11 build PEP 695 type
+        # parameters and aliases from unchecked tuples (refused, as the source policy refuses the syntax)
+        return 0, INTRINSIC_LIST_TO_TUPLE, 0b111
     if name == "CALL_INTRINSIC_2":
-        return 0, len(opcode._intrinsic_2_descs) - 1, 0b1
+        # 1 INTRINSIC_PREP_RERAISE_STAR (except*); 2-5 are PEP 695 type parameters
+        return 0, 1, 0b1
+    if name == "COPY":
+        return 0, 0xFFFF, 0b1  # COPY 0 would read above the top of the stack
+    if name == "SWAP":
+        return 0, 0xFFFF, 0b11
+    if name == "BUILD_SLICE":
+        return 0, 3, 0b11
+    if name == "RESUME":
+        return 0, 7 if version >= (3, 13) else 3, 0
     if name == "CONVERT_VALUE":
         return 0, 3, 0b1
     if name == "FORMAT_VALUE":
@@ -166,7 +222,7 @@ def _enum(name: str, version: tuple[int, int]) -> tuple[int, int, int] | None:
     if name == "MAKE_FUNCTION":
         return 0, 15 if version < (3, 13) else 0, 0
     if name == "SET_FUNCTION_ATTRIBUTE":
-        return 0, 8, 0
+        return 0, 8, 0b11101001  # exactly one of 1, 2, 4, 8
     return None
 
 
@@ -217,7 +273,7 @@ def _flow(name: str, code: int) -> int:
 def build_table(version: tuple[int, int] | None = None) -> bytes:
     """The 256-row table for the running interpreter's ``opcode`` module."""
     version = version or sys.version_info[:2]
-    rows = [_ROW.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)] * 256
+    rows = [_ROW.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)] * 256
     for name, code in opcode.opmap.items():
         if code >= 256 or name not in ALLOWED or name == "CACHE":
             continue
@@ -230,7 +286,8 @@ def build_table(version: tuple[int, int] | None = None) -> bytes:
         nclass = NC_MATCH_CLASS if kind == ARG_REPORT else _NAME_CLASS.get(name, 0) if kind == ARG_NAME else 0
         in_kind, in_const = _inputs(name, version)
         rows[code] = _ROW.pack(1, _cache_entries(name), kind, shift, nclass, deny, maximum, 0, 0, in_kind, in_const,
-                               _flow(name, code), name == "RETURN_GENERATOR")
+                               _flow(name, code), name == "RETURN_GENERATOR", _TYPED.get(name, OP_NONE),
+                               _CODE_REQ.get(name, 0))
     if version == (3, 12):
         all_names = list(getattr(opcode, "_specialized_instructions", []))
         specialized = {n: i for i, n in enumerate(dis_names()) if n in all_names}
@@ -241,7 +298,7 @@ def build_table(version: tuple[int, int] | None = None) -> bytes:
                 kind = _argkind(first, base, version)
                 in_kind, in_const = _inputs(first, version)
                 rows[code] = _ROW.pack(1, 0, kind, 0, 0, 0, 0, opcode.opmap[second] + 1, base + 1, in_kind, in_const,
-                                       FLOW_NEXT, 0)
+                                       FLOW_NEXT, 0, _TYPED.get(first, OP_NONE), 0)
     return b"".join(rows)
 
 

@@ -65,8 +65,17 @@ class _Visitor(ast.NodeVisitor):
         elif name == "super" or name in rules.ATTRIBUTE_GUARDS.values():
             self.fail(node, f"name '{name}' cannot be rebound")
 
+    def _type_params(self, node: ast.AST) -> None:
+        # PEP 695 (3.12+): built by intrinsics that trust their operands; the bytecode check refuses them
+        if getattr(node, "type_params", None):
+            self.fail(node, "type parameters (PEP 695) are not allowed")
+
+    def visit_TypeAlias(self, node: ast.AST) -> None:
+        self.fail(node, "'type' aliases (PEP 695) are not allowed")
+
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
         if not isinstance(node, ast.Lambda):
+            self._type_params(node)
             self._define(node, node.name)
             for deco in node.decorator_list:
                 self.visit(deco)
@@ -81,6 +90,7 @@ class _Visitor(ast.NodeVisitor):
     visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        self._type_params(node)
         self._define(node, node.name)
         for deco in node.decorator_list:
             self.visit(deco)
