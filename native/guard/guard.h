@@ -12,6 +12,8 @@
 extern PyMethodDef guard_deadline_methods[]; /* deadline.c: guarded calls, asynchronous timeouts */
 extern PyMethodDef guard_budget_methods[];   /* budget.c: per-call memory budget */
 extern PyMethodDef guard_freeze_methods[];   /* freeze.c: immutable library classes */
+extern PyMethodDef guard_intcap_methods[];   /* intcap.c: caps on superlinear integer operations */
+extern PyMethodDef guard_exit_methods[];     /* exitwatch.c: the CLI's exit at deadline + grace */
 
 /* deadline.c -> budget.c: the deadline (CLOCK_MONOTONIC seconds, time.monotonic()'s clock) of the
  * guarded call running on this thread (0 outside one), and whether an allocation was refused

@@ -1,6 +1,7 @@
 /*
  * vm.guard._guard — the interpreter-level guards the sandbox needs and Python cannot express:
- * deadlines (deadline.c), the memory budget (budget.c) and immutable library classes (freeze.c).
+ * deadlines (deadline.c), the memory budget (budget.c), immutable library classes (freeze.c), caps
+ * on superlinear integer operations (intcap.c) and the CLI's exit at deadline + grace (exitwatch.c).
  */
 #include "guard.h"
 
@@ -9,7 +10,9 @@ guard_exec(PyObject *module)
 {
     if (PyModule_AddFunctions(module, guard_deadline_methods) < 0 ||
         PyModule_AddFunctions(module, guard_budget_methods) < 0 ||
-        PyModule_AddFunctions(module, guard_freeze_methods) < 0)
+        PyModule_AddFunctions(module, guard_freeze_methods) < 0 ||
+        PyModule_AddFunctions(module, guard_intcap_methods) < 0 ||
+        PyModule_AddFunctions(module, guard_exit_methods) < 0)
         return -1;
     return 0;
 }
