@@ -4,6 +4,8 @@
  *   memory_install()                    hook the raw allocator and the arena allocator (once)
  *   budget_begin(limit) / budget_end()  start / end this thread's budget for one call
  *   numpy_install()                     route this thread's numpy array data through the budget
+ *
+ * The same hooks refuse large allocations of a call past its deadline (guard_refuse_late, guard.h).
  */
 #include "guard.h"
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
@@ -49,7 +51,7 @@ hook_malloc(void *ctx, size_t n)
 {
     if (!budget.active)
         return orig_raw.malloc(orig_raw.ctx, n);
-    if (!budget_admit(n))
+    if (guard_refuse_late(n) || !budget_admit(n))
         return NULL;
     void *p = orig_raw.malloc(orig_raw.ctx, n);
     if (p)
@@ -66,7 +68,7 @@ hook_calloc(void *ctx, size_t nelem, size_t elsize)
         budget.exceeded = 1;
         return NULL;
     }
-    if (!budget_admit(nelem * elsize))
+    if (guard_refuse_late(nelem * elsize) || !budget_admit(nelem * elsize))
         return NULL;
     void *p = orig_raw.calloc(orig_raw.ctx, nelem, elsize);
     if (p)
@@ -80,7 +82,7 @@ hook_realloc(void *ctx, void *ptr, size_t n)
     if (!budget.active)
         return orig_raw.realloc(orig_raw.ctx, ptr, n);
     int64_t old = ptr ? (int64_t)malloc_usable_size(ptr) : 0;
-    if ((int64_t)n > old && !budget_admit(n - (size_t)old))
+    if ((int64_t)n > old && (guard_refuse_late(n) || !budget_admit(n - (size_t)old)))
         return NULL;
     void *p = orig_raw.realloc(orig_raw.ctx, ptr, n);
     if (p)
@@ -99,7 +101,7 @@ hook_free(void *ctx, void *ptr)
 static void *
 hook_arena_alloc(void *ctx, size_t n)
 {
-    if (budget.active && !budget_admit(n))
+    if (budget.active && (guard_refuse_late(n) || !budget_admit(n)))
         return NULL;
     void *p = orig_arena.alloc(orig_arena.ctx, n);
     if (p && budget.active)
@@ -137,7 +139,7 @@ memory_install(PyObject *self, PyObject *noargs)
 static void *
 np_malloc(void *ctx, size_t n)
 {
-    if (budget.active && !budget_admit(n))
+    if (budget.active && (guard_refuse_late(n) || !budget_admit(n)))
         return NULL;
     void *p = calloc(1, n ? n : 1);
     if (p && budget.active)
@@ -157,7 +159,7 @@ static void *
 np_realloc(void *ctx, void *ptr, size_t n)
 {
     int64_t old = ptr ? (int64_t)malloc_usable_size(ptr) : 0;
-    if (budget.active && (int64_t)n > old && !budget_admit(n - (size_t)old))
+    if (budget.active && (int64_t)n > old && (guard_refuse_late(n) || !budget_admit(n - (size_t)old)))
         return NULL;
     void *p = realloc(ptr, n ? n : 1);
     if (p && budget.active)

@@ -1,7 +1,8 @@
 /*
  * Deadlines for guarded calls (vm.execution.watchdog is the Python side):
  *
- *   run_guarded(flag, fn, *args)        call fn with asynchronous timeouts armed only inside it
+ *   run_guarded(flag, deadline, exc, fn, *args)
+ *                                       call fn with asynchronous timeouts armed only inside it
  *   raise_unless_done(flag, tid, exc)   the watchdog's side: raise exc in thread tid if still inside
  *   kill_start(tid, exc, marker)        the last resort for a script that keeps catching its timeout
  *
@@ -9,8 +10,18 @@
  * bytecode in between their checks and their effects, so an asynchronous exception can only be
  * delivered while the script itself runs; one raised just as the call returned is dropped before
  * run_guarded returns (drop_late_timeout), so it never surfaces in the runtime's own code.
+ *
+ * An asynchronous exception waits for the next bytecode, and the watchdog (Python) cannot even run
+ * while one C call holds the GIL (a product of huge integers, a container filled from a C iterator).
+ * So run_guarded also publishes the call's deadline to the allocator hooks (budget.c), which refuse
+ * this thread's large allocations once it has passed: a C call that keeps allocating fails soon after
+ * the deadline, and run_guarded raises exc (the timeout) in place of whatever the call made of that
+ * MemoryError on its way out.
  */
 #include "guard.h"
+
+_Thread_local double guard_call_deadline = 0;
+_Thread_local int guard_late_refused = 0;
 
 enum { FLAG_RUNNING = 0, FLAG_DONE = 1, FLAG_NOT_STARTED = 2 };
 
@@ -203,17 +214,32 @@ static PyObject *
 run_guarded(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     char *flag;
-    if (nargs < 2) {
-        PyErr_SetString(PyExc_TypeError, "run_guarded(flag, fn, *args)");
+    if (nargs < 4) {
+        PyErr_SetString(PyExc_TypeError, "run_guarded(flag, deadline, exc, fn, *args)");
         return NULL;
     }
     if (get_flag(args[0], &flag) < 0 || drain_init() < 0)
         return NULL;
-    PyObject *fn = args[1];
+    double deadline = PyFloat_AsDouble(args[1]);
+    if (deadline == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *exc = args[2], *fn = args[3];
     Py_INCREF(args[0]);
+    Py_INCREF(exc);
+    double outer_deadline = guard_call_deadline;
+    int outer_late = guard_late_refused;
+    guard_call_deadline = deadline > 0 ? deadline : 1e-9;
+    guard_late_refused = 0;
     flag[0] = FLAG_RUNNING;
-    PyObject *res = PyObject_Vectorcall(fn, args + 2, (size_t)(nargs - 2), NULL);
+    PyObject *res = PyObject_Vectorcall(fn, args + 4, (size_t)(nargs - 4), NULL);
     flag[0] = FLAG_DONE;
+    guard_call_deadline = outer_deadline;
+    if (res == NULL && guard_late_refused) {
+        PyErr_Clear();
+        PyErr_SetString(exc, "the call ran past its deadline and was stopped (memory refused after it)");
+    }
+    guard_late_refused = outer_late;
+    Py_DECREF(exc);
     kill_stop_current();
     res = drop_late_timeout(res);
     Py_DECREF(args[0]);
@@ -238,7 +264,8 @@ raise_unless_done(PyObject *self, PyObject *args)
 
 PyMethodDef guard_deadline_methods[] = {
     {"run_guarded", (PyCFunction)(void (*)(void))run_guarded, METH_FASTCALL,
-     "run_guarded(flag, fn, *args): call fn(*args); asynchronous exceptions are only delivered inside."},
+     "run_guarded(flag, deadline, exc, fn, *args): call fn(*args); asynchronous exceptions are only "
+     "delivered inside, and large allocations past the deadline (time.monotonic()) fail as exc."},
     {"raise_unless_done", raise_unless_done, METH_VARARGS,
      "raise_unless_done(flag, thread_id, exc) -> bool: raise exc in the thread if its guarded call runs."},
     {"kill_start", kill_start, METH_VARARGS,

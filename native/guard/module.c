@@ -1,7 +1,8 @@
 /*
  * vm.guard._guard — the interpreter-level guards the sandbox needs and Python cannot express:
- * deadlines (deadline.c), the memory budget (budget.c), immutable library classes (freeze.c) and
- * read-only shared library objects (shared.c).
+ * deadlines (deadline.c), the memory budget (budget.c), immutable library classes (freeze.c),
+ * read-only shared library objects (shared.c), caps on superlinear integer operations (intcap.c)
+ * and the CLI's exit at deadline + grace (exitwatch.c).
  */
 #include "guard.h"
 
@@ -11,7 +12,9 @@ guard_exec(PyObject *module)
     if (PyModule_AddFunctions(module, guard_deadline_methods) < 0 ||
         PyModule_AddFunctions(module, guard_budget_methods) < 0 ||
         PyModule_AddFunctions(module, guard_freeze_methods) < 0 ||
-        PyModule_AddFunctions(module, guard_shared_methods) < 0)
+        PyModule_AddFunctions(module, guard_shared_methods) < 0 ||
+        PyModule_AddFunctions(module, guard_intcap_methods) < 0 ||
+        PyModule_AddFunctions(module, guard_exit_methods) < 0)
         return -1;
     return 0;
 }

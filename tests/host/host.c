@@ -632,7 +632,7 @@ static void *metrics_probe(void *arg)
 
 static void stuck_script(edgevm_t *vm)
 {
-    const uint8_t in[] = {0x81, 0xa4, 'b', 'i', 't', 's', 0xce, 0x00, 0x6a, 0xcf, 0xc0}; /* {"bits": 7000000} */
+    const uint8_t in[] = {0x81, 0xa1, 'n', 0xcd, 0x01, 0x2c}; /* {"n": 300} */
     const int deadline = 150;
     uint8_t *out = NULL;
     size_t n = 0;
@@ -667,13 +667,13 @@ static void stuck_script(edgevm_t *vm)
         CHECK(held_ms > sync_ms + 200, "the interpreter lock was really held meanwhile (edgevm_metrics waited %.0f ms)",
               probe.finished - probe.started);
     if (g_process)
-        say("[stuck]  home/stuck runs one long big-integer multiplication holding its worker process's interpreter;\n"
+        say("[stuck]  home/stuck runs one long C loop holding its worker process's interpreter;\n"
             "         edgevm_infer (deadline %d ms) -> %s after %.0f ms; edgevm_infer_async -> %s after %.0f ms;\n"
             "         meanwhile edgevm_metrics (needs the host's interpreter) waited %.0f ms\n",
             deadline, edgevm_errcode_name(rc), sync_ms, edgevm_errcode_name(a.want_status), async_ms,
             probe.finished - probe.started);
     else
-        say("[stuck]  home/stuck spends %.0f ms in one big-integer multiplication holding the interpreter lock;\n"
+        say("[stuck]  home/stuck spends %.0f ms in one C loop holding the interpreter lock;\n"
             "         edgevm_infer (deadline %d ms) -> %s after %.0f ms; edgevm_infer_async -> %s after %.0f ms;\n"
             "         meanwhile edgevm_metrics (needs the interpreter) waited %.0f ms\n",
             held_ms, deadline, edgevm_errcode_name(rc), sync_ms, edgevm_errcode_name(a.want_status), async_ms,

@@ -32,9 +32,9 @@ def test_kill_loop_keeps_serving_and_leaks_nothing(make_bundle, keys_dir: Path) 
     def caller(seed: int) -> None:
         r = random.Random(seed)
         for _ in range(ROUNDS):
-            mode = r.choice(["ok", "ok", "ok", "crash", "bigint"])
+            mode = r.choice(["ok", "ok", "ok", "crash", "nested"])
             try:
-                rt.infer("s", "b", {"mode": mode}, deadline_ms=300 if mode == "bigint" else 3000)
+                rt.infer("s", "b", {"mode": mode}, deadline_ms=300 if mode == "nested" else 3000)
                 kind = "ok"
             except EdgeError as exc:
                 kind = exc.name

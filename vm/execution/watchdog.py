@@ -8,7 +8,9 @@ swallowed it. A call still running ``grace_s`` after its deadline is stuck in on
 call (or refuses to die); the watchdog reports it through ``on_stuck`` so that its owner can
 retire that worker and start another. Nothing is traced: the script's own bytecode runs at
 full speed. ``vm.guard._guard.run_guarded`` arms the asynchronous exception only while ``fn`` itself
-runs, so a late timeout can never surface in the runtime's own code.
+runs, so a late timeout can never surface in the runtime's own code; it also refuses the call's
+large allocations once the deadline has passed, which stops a long C call that keeps allocating
+even though this thread cannot run while that call holds the GIL.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ class Watchdog:
                 self._cv.notify()
         bind(ctx)
         try:
-            return _guard.run_guarded(ctx.flag, fn, *args)
+            return _guard.run_guarded(ctx.flag, deadline, ScriptTimeout, fn, *args)
         finally:
             bind(None)
             ctx.flag[0] = 1

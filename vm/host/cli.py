@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vm.errors import ALL_ERRORS, BadInput, EdgeError, NotFound
+from vm.errors import ALL_ERRORS, BadInput, EdgeError, NotFound, Timeout
 from vm.host.config import ISOLATION_MODES, default
 
 if TYPE_CHECKING:
@@ -191,21 +191,46 @@ def percentiles(samples: Sequence[float], points: Sequence[int] = (50, 90, 99)) 
     return {f"p{p}": ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1] for p in points}
 
 
+def _exit_at_deadline(rt: Any, label: str, deadline_ms: int) -> None:
+    """Thread mode: end the process at ``deadline_ms`` + grace with the timeout's line and exit
+    status, from a C thread, whatever the worker does (a script's C call holding the GIL stops every
+    Python thread, this one included). ``_guard.exit_disarm()`` cancels it."""
+    from vm.guard import _guard
+
+    error = Timeout(f"{label} did not finish before its deadline ({deadline_ms} ms); a C call in the script "
+                    f"still held the interpreter {rt.config.grace_ms} ms later, so the CLI exits")
+    _guard.exit_arm((deadline_ms + rt.config.grace_ms) / 1000, exit_code(error), (error.one_line() + "\n").encode())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
+    from vm.guard import _guard
     from vm.host.runtime import Runtime
 
     config = _run_config(args)
     inputs = _read_input(args.input)
     times: list[float] = []
     with Runtime(config) as rt:
+        thread_mode = rt.config.isolation == "thread"
         try:
+            if thread_mode:
+                _exit_at_deadline(rt, f"loading {args.bundle}", rt.config.load_deadline_ms)
             rt.load(args.bundle)
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
+                if thread_mode:
+                    _exit_at_deadline(rt, f"{args.system}/{args.business}", rt.config.deadline_ms)
                 result = rt.infer(args.system, args.business, inputs)
+                if thread_mode:
+                    _guard.exit_disarm()
                 times.append((time.perf_counter() - t0) * 1000)
+        except Timeout:
+            raise  # still armed: if the worker keeps the interpreter, the exit thread ends the CLI
+        except BaseException:
+            if thread_mode:
+                _guard.exit_disarm()
+            raise
         finally:
             if args.metrics:
                 print(json.dumps(rt.metrics(), sort_keys=True, default=str), file=sys.stderr)

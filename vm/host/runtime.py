@@ -245,7 +245,7 @@ class Runtime:
     def infer(self, system: str, business: str, inputs: Any, *, deadline_ms: float | None = None,
               priority: str | int = "core") -> Any:
         """Run the entry for ``system``/``business`` on ``inputs`` (msgpack-serialisable data)."""
-        payload = wire.encode(inputs, what="the inputs")
+        payload = wire.encode(inputs, what="the inputs", limit=self.config.max_input_bytes)
         result = self.infer_msgpack(system, business, payload, deadline_ms=deadline_ms, priority=priority)
         return wire.decode(result, what="the result")
 
@@ -322,7 +322,7 @@ class Runtime:
         matches = index.match(event)
         if not matches:
             return []
-        payload = wire.encode(event, what="the event")
+        payload = wire.encode(event, what="the event", limit=self.config.max_input_bytes)
         if len(payload) > self.config.max_input_bytes:
             raise BadInput(f"event of {len(payload)} bytes exceeds the limit of {self.config.max_input_bytes}")
         ids: list[int] = []

@@ -4,8 +4,9 @@ could lead elsewhere.
 ``getattr`` and friends apply the attribute rule (``vm.policy.rules``) to their string argument;
 ``type()`` refuses three arguments and classes of classes, and freezes the library classes it hands
 out; ``range``/``iter`` hand out interruptible iterators when the C loop behind them could outlast
-a deadline; ``pow`` refuses results too big to compute within one. Library entry points whose
-effects are process-wide (``ABCMeta.register``) refuse script callers.
+a deadline. Library entry points whose effects are process-wide (``ABCMeta.register``) refuse script
+callers, and int's division and power refuse, inside guarded calls, operands too big to compute
+within a deadline (``vm.guard._guard.int_caps_install``).
 """
 from __future__ import annotations
 
@@ -24,14 +25,12 @@ from vm.policy import rules
 
 # Iterating a range longer than this happens through the interpreter loop (see _LongRange).
 RANGE_C_LIMIT = 1 << 20
-# pow(a, b) with a result above this many bits is refused: one such C call can hold the GIL for minutes.
-MAX_POW_BITS = 1 << 22
 
 _SAFE_BUILTINS = (
     "abs", "aiter", "all", "anext", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable",
     "chr", "classmethod", "complex", "dict", "divmod", "enumerate", "filter", "float", "format",
     "frozenset", "hash", "hex", "int", "isinstance", "issubclass", "len", "list", "map", "max",
-    "min", "next", "object", "oct", "ord", "property", "repr", "reversed", "round", "set", "slice",
+    "min", "next", "object", "oct", "ord", "pow", "property", "repr", "reversed", "round", "set", "slice",
     "sorted", "staticmethod", "str", "sum", "super", "tuple", "zip", "NotImplemented", "Ellipsis",
     "False", "True", "None",
     # exceptions a script may raise and catch (all are Exception subclasses)
@@ -47,6 +46,11 @@ _SAFE_BUILTINS = (
 
 class PolicyViolation(Exception):
     """Raised inside a script by a guarded builtin; reported as a policy error."""
+
+
+class WorkLimitExceeded(MemoryError):
+    """Raised inside a script by one integer operation that would need more work than one call may
+    do (``native/guard/intcap.c``); reported as a resource error, like running out of memory."""
 
 
 def _interruptible(it: Any) -> Iterator:
@@ -76,7 +80,12 @@ class _LongRange:
         return len(self._r)
 
     def __contains__(self, x: object) -> bool:
-        return x in self._r
+        if type(x) in (int, bool):  # arithmetic, one C call
+            return x in self._r
+        for item in self._r:  # anything else is compared item by item: through the interpreter loop
+            if item is x or item == x:
+                return True
+        return False
 
     def __getitem__(self, i: Any) -> Any:
         got = self._r[i]
@@ -95,10 +104,17 @@ class _LongRange:
         return repr(self._r)
 
     def index(self, x: int) -> int:
-        return self._r.index(x)
+        if type(x) in (int, bool):
+            return self._r.index(x)
+        for i, item in enumerate(self._r):
+            if item is x or item == x:
+                return i
+        raise ValueError("sequence.index(x): x not in sequence")
 
     def count(self, x: int) -> int:
-        return self._r.count(x)
+        if type(x) in (int, bool):
+            return self._r.count(x)
+        return sum(1 for item in self._r if item is x or item == x)
 
 
 def _safe_range(*args: Any) -> range | _LongRange:
@@ -115,13 +131,6 @@ def _safe_iter(obj: Any, *sentinel: Any) -> Iterator:
     if sentinel:
         return _interruptible(iter(obj, *sentinel))
     return iter(obj)
-
-
-def _safe_pow(base: Any, exp: Any, mod: Any = None) -> Any:
-    if mod is None and isinstance(base, int) and isinstance(exp, int) and exp > 0 and abs(base) > 1:
-        if base.bit_length() * exp > MAX_POW_BITS:
-            raise OverflowError(f"pow() result would exceed {MAX_POW_BITS} bits")
-    return pow(base, exp) if mod is None else pow(base, exp, mod)
 
 
 # Classes created by scripts' class statements: they stay mutable (a script may set class
@@ -216,6 +225,7 @@ def install_process_guards() -> None:
     """Once per process: library entry points whose effects are process-wide refuse script callers."""
     if abc.ABCMeta.register is not _guarded_abc_register:
         abc.ABCMeta.register = _guarded_abc_register
+    _guard.int_caps_install(WorkLimitExceeded)
 
 
 def _check_attr(obj: Any, name: Any, store: bool) -> None:
@@ -293,7 +303,7 @@ def make_builtins(*, print_: Callable[..., None], import_: Callable[..., Any]) -
     """A fresh builtins dict for one sandbox, with its ``print`` and ``__import__``."""
     b = {name: getattr(_builtins, name) for name in _SAFE_BUILTINS}
     b.update({
-        "range": _safe_range, "iter": _safe_iter, "pow": _safe_pow, "type": _safe_type,
+        "range": _safe_range, "iter": _safe_iter, "type": _safe_type,
         "getattr": _safe_getattr, "hasattr": _safe_hasattr, "setattr": _safe_setattr,
         "delattr": _safe_delattr, "print": print_,
         rules.ATTRIBUTE_GUARDS["load"]: _guarded_load, rules.ATTRIBUTE_GUARDS["assign"]: _guarded_assign,

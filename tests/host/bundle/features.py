@@ -3,8 +3,8 @@
 ``rank`` scores the candidates the server sent against the user's in-session events (clicks,
 add-to-cart, item views by category, with exponential time decay) and returns them best first.
 The other entries exist to exercise the C API: ``boom`` raises, ``slow`` runs a long interruptible
-loop, ``stuck`` spends seconds in one big-integer multiplication (one C call that holds the
-interpreter lock), ``echo`` returns its input.
+loop, ``stuck`` spends seconds in one C call that holds the interpreter lock (sums of ranges summed
+by ``map``: C iterating C, which no deadline check reaches), ``echo`` returns its input.
 """
 import math
 from collections import defaultdict
@@ -52,8 +52,7 @@ def slow(inputs):
 
 
 def stuck(inputs):
-    x = (1 << inputs.get("bits", 10_000_000)) - 1
-    return {"bits": (x * x).bit_length()}
+    return {"total": sum(map(sum, [range(1 << 20)] * inputs.get("n", 300)))}
 
 
 def echo(inputs):
