@@ -72,9 +72,6 @@ class UpdateConfig:
                         or (kind is int and v != int(v)):
                     raise BadInput(f"config 'update.{name}' must be a number in [{lo}, {hi}], got {v!r}")
                 values[name] = kind(v)
-        if values.get("probation_failures", cls.probation_failures) >= values.get("probation_calls",
-                                                                                  cls.probation_calls):
-            raise BadInput("config 'update.probation_failures' must be below 'probation_calls'")
         return cls(**values)
 
 

@@ -29,6 +29,8 @@ class ChannelFetcher(FetcherInterface):
             return self._file(Path(unquote(urlparse(url).path)), deadline)
         try:
             response = self._http.request("GET", url, preload_content=False)
+        except urllib3.exceptions.NewConnectionError as exc:  # (a TimeoutError subclass in urllib3 2)
+            raise exceptions.DownloadError(f"{url}: cannot connect") from exc
         except urllib3.exceptions.TimeoutError as exc:
             raise exceptions.SlowRetrievalError(f"{url}: no answer within {self.timeout_s} s") from exc
         if response.status >= 400:
