@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from nacl.hash import blake2b
 from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
+from vm.bundle import files
 from vm.errors import BadInput, NotFound
 
 KEY_ID_LEN = 8
@@ -57,21 +57,7 @@ def _unb64(text: Any, what: str, size: int) -> bytes:
 def _write_temp(path: Path, doc: dict, secret: bool) -> Path:
     """Write ``doc`` to a new temporary file beside ``path`` (0600 from creation if ``secret``),
     flushed to disk; ``_commit`` renames it into place."""
-    data = (json.dumps(doc, indent=2) + "\n").encode()
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret else 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+    return files.write_temp(path, (json.dumps(doc, indent=2) + "\n").encode(), secret=secret)
 
 
 def _commit(out: Path, temps: dict[str, Path]) -> None:
@@ -79,11 +65,7 @@ def _commit(out: Path, temps: dict[str, Path]) -> None:
     then flush the directory so that the renames survive a crash."""
     for name, tmp in temps.items():
         os.replace(tmp, out / name)
-    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    files.fsync_dir(out)
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ log = logging.getLogger("edgevm.scheduler")
 
 _INF = float("inf")
 # Errors that say nothing about the entry's health: they never move a circuit breaker.
-_NOT_THE_ENTRYS_FAULT = (BadInput, NotFound, Busy, Closed, CircuitOpen)
+NOT_THE_ENTRYS_FAULT = (BadInput, NotFound, Busy, Closed, CircuitOpen)
 
 
 class _Worker:
@@ -486,7 +486,7 @@ class Scheduler:
         self.metrics.settle(t.kind, t.entry, counter, wait, now - t.started if t.ran else None)
         if t.permit and t.breaker is not None:
             if t.ran:
-                ok = error is None or isinstance(error, _NOT_THE_ENTRYS_FAULT)
+                ok = error is None or isinstance(error, NOT_THE_ENTRYS_FAULT)
                 t.breaker.record(t.permit, ok, "" if ok else f"{error.name}: {error}")  # type: ignore[union-attr]
             else:
                 t.breaker.release(t.permit)

@@ -84,6 +84,47 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from vm.tools import publish
+
+    done = publish.publish(args.bundle, args.channel, args.keys, rollout=args.rollout,
+                           device_classes=args.device_class or [], min_runtime=args.min_runtime)
+    o = done.offer
+    print(f"published {o.name} {o.version} to {args.channel} ({done.length} bytes, sha256 {done.sha256[:16]}...): "
+          f"rollout {o.rollout:g}%, device classes {', '.join(o.device_classes) or 'all'}")
+    return 0
+
+
+def cmd_channel(args: argparse.Namespace) -> int:
+    from vm.tools import publish
+
+    if args.action == "init":
+        if args.keys is None:
+            raise BadInput("channel init needs --keys DIR (the role keys; kept apart from the channel)")
+        root = publish.init_channel(args.channel, args.keys)
+        print(f"created channel {args.channel}; role keys in {args.keys} (secret, 0600)")
+        print(f"  ship {root} with the app: it is the devices' trust anchor (config update.root)")
+    elif args.action == "refresh":
+        if args.keys is None:
+            raise BadInput("channel refresh needs --keys DIR")
+        publish.refresh(args.channel, args.keys)
+        print(f"re-signed the snapshot and timestamp of {args.channel}")
+    else:
+        doc = publish.status(args.channel)
+        print(publish.dumps(doc) if args.json else publish.format_status(doc))
+    return 0
+
+
+def _rollout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be in [0, 100], got {text}")
+    return value
+
+
 def _problems(exc: ProblemList, outcome: str) -> int:
     """Print a ``ProblemList``: one ``file:line:col: reason`` line each, then the one-line summary."""
     for problem in exc.problems:
@@ -412,6 +453,33 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "the run")
     p.add_argument("--quiet", action="store_true", help="do not show script output (print, edge.log)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("publish", help="add a bundle to an update channel (TUF metadata, staged rollout)",
+                       description="Write BUNDLE into the channel directory as a TUF target and re-sign the "
+                                   "channel's targets, snapshot and timestamp metadata (docs/ota.md). Serve the "
+                                   "directory as it is, from any static HTTP server or CDN.",
+                       epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle")
+    p.add_argument("--channel", required=True, metavar="DIR", help="channel directory (edgevm channel init)")
+    p.add_argument("--keys", required=True, metavar="DIR", help="the channel's role keys (edgevm channel init)")
+    p.add_argument("--rollout", type=_rollout, default=100.0, metavar="PERCENT",
+                   help="share of devices that take it (a stable bucket per device and bundle name)")
+    p.add_argument("--device-class", action="append", metavar="NAME",
+                   help="only devices of this class take it (repeatable; default: all)")
+    p.add_argument("--min-runtime", metavar="VERSION", help="lowest runtime version that takes it "
+                                                            "(default: the bundle's own)")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("channel", help="create an update channel, show what it publishes, re-sign it",
+                       description="init: new role keys (in --keys, never in the channel) and empty signed "
+                                   "metadata; status: what is published, to whom and until when; refresh: "
+                                   "re-sign the snapshot and timestamp before they expire.",
+                       epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=("init", "status", "refresh"))
+    p.add_argument("channel", metavar="DIR")
+    p.add_argument("--keys", metavar="DIR", help="the channel's role keys (init, refresh)")
+    p.add_argument("--json", action="store_true", help="status as JSON")
+    p.set_defaults(func=cmd_channel)
 
     p = sub.add_parser("capi-flags", help="print the compiler and linker flags for a host app using the C API",
                        description="Compile a host with `cc app.c $(edgevm capi-flags)`: -I for edgevm.h, "

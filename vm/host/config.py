@@ -17,6 +17,7 @@ from typing import Any
 from vm.bundle.keys import DeviceKeys, load_device
 from vm.errors import BadInput
 from vm.ml.profile import DeviceProfile
+from vm.update.config import UpdateConfig
 
 
 def _opt(default: Any, lo: float | None = None, hi: float | None = None, doc: str = "",
@@ -72,6 +73,9 @@ class Config:
     close_timeout_ms: int = _opt(1000, 0, 600_000, "how long close() waits for running calls")
     allow_downgrade: bool = _opt(False, doc="accept a bundle older than the loaded one of the same name")
     device_profile: DeviceProfile = _opt(DeviceProfile(), doc="ONNX Runtime session settings (vm.ml.profile)")
+    update: UpdateConfig | None = _opt(None, doc="over-the-air updates from a channel: {channel, state_dir, root, "
+                                                 "fallback_dir, device_id, device_class, interval_s, ...} "
+                                                 "(docs/ota.md)")
     log: Callable[[str, str], None] | None = _opt(
         None, doc="Python API only: log(bundle, line) receives script output (default: the logging module)")
 
@@ -110,6 +114,8 @@ class Config:
 def _check(name: str, value: Any, default: Any, meta: Mapping[str, Any]) -> Any:
     if name == "device_profile":
         return DeviceProfile.from_config(value)
+    if name == "update":
+        return None if value is None else UpdateConfig.from_config(value)
     if name == "log":
         if value is not None and not callable(value):
             raise BadInput("config 'log' must be a callable log(bundle, line) or None")

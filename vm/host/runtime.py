@@ -41,6 +41,7 @@ from vm.isolation.pool import Pool
 from vm.isolation.supervisor import Supervisor
 from vm.sandbox import edge
 from vm.sandbox.instance import BundleInstance
+from vm.update.updater import Updater
 
 log = logging.getLogger("edgevm")
 MAX_LISTED_ROUTES = 20  # routes an unknown-route error lists
@@ -110,6 +111,14 @@ class Runtime:
         self._bundles: dict[str, _Loaded] = {}
         self._routes: dict[tuple[str, str], tuple[_Loaded, str]] = {}
         self._closed = False
+        self._updater: Updater | None = None
+        if cfg.update is not None:  # serves the active (or fallback) bundles, then polls the channel
+            self._updater = Updater(self, cfg.update, cfg.keys, max_bundle_bytes=cfg.max_bundle_bytes)
+            try:
+                self._updater.start()
+            except BaseException:
+                self.close()
+                raise
 
     # the limits the C API enforces before a call reaches Python
     deadline_ms = property(lambda self: self.config.deadline_ms)
@@ -264,7 +273,8 @@ class Runtime:
         if not callable(callback):
             raise BadInput("callback must be callable")
         task = self._infer_task(system, business, payload, deadline_ms, priority)
-        task.on_done = lambda t: callback(*_outcome(t))
+        watched = task.on_done  # the updater's, if this version is on probation
+        task.on_done = lambda t: (callback(*_outcome(t)), watched(t) if watched else None)
         return self._sched.submit(task)[0]
 
     def _infer_task(self, system: str, business: str, payload: bytes, deadline_ms: float | None,
@@ -290,10 +300,32 @@ class Runtime:
             raise BadInput("deadline_ms must be a positive number")
         b = loaded.bundle
         label = f"{system}/{business}"
-        return loaded.task("invoke", business, bytes(payload), kind="infer", entry=label, label=label,
+        task = loaded.task("invoke", business, bytes(payload), kind="infer", entry=label, label=label,
                            priority=parse_priority(priority), budget_s=budget / 1000,
                            memory_limit=self._memory_limit or None,
                            breaker=self._sched.breakers.get(b.name, business, b.version))
+        if self._updater is not None:
+            self._updater.watch(task, b.name, b.version)
+        return task
+
+    # -- over-the-air updates (docs/ota.md) --------------------------------------------------
+    def update_now(self) -> list[dict[str, Any]]:
+        """Check the update channel now and install what is new for this device; the events that
+        happened (checked, downloaded, activated, refused, each with its reason)."""
+        self._check_open()
+        if self._updater is None:
+            raise BadInput("no update channel is configured (config 'update')")
+        return self._updater.check()
+
+    def set_update_listener(self, callback: Callable[[dict[str, Any]], None] | None) -> None:
+        """Receive every update event as a dict (``event``: checked, downloaded, activated,
+        confirmed, rolled_back or refused; ``bundle``, ``version``, ``reason``...), on the thread
+        that caused it; ``None`` stops it."""
+        if callback is not None and not callable(callback):
+            raise BadInput("update listener must be callable or None")
+        if self._updater is None:
+            raise BadInput("no update channel is configured (config 'update')")
+        self._updater.set_listener(callback)
 
     # -- event triggers ----------------------------------------------------------------------
     def set_listener(self, callback: Callable[[dict[str, Any]], None] | None) -> None:
@@ -416,6 +448,8 @@ class Runtime:
 
     def close(self) -> None:
         """Stop serving; pending calls fail with ``Closed``. Idempotent."""
+        if self._updater is not None:
+            self._updater.stop()
         with self._lock:
             if self._closed:
                 return

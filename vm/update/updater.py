@@ -1,0 +1,351 @@
+"""The device's updater: check the channel, pick this device's target, download, verify, activate
+atomically, hot swap, watch the new version, and roll it back if it fails (docs/ota.md).
+
+It runs in the host process, never in a script worker: the Runtime owns one (config ``update``),
+drives it through ``Host`` (its own ``load``/``unload``/``bundles``), and feeds it the outcome of
+every call of a version on probation (``watch``). Checks run on the caller's thread
+(``Runtime.update_now``) or on the updater's thread (jittered exponential backoff); rollbacks
+always on the updater's thread, since a call's callback must not wait for a load.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tuf.api.metadata import TargetFile
+
+import vm
+from vm.bundle import files, loader
+from vm.bundle.channel import Offer
+from vm.bundle.keys import DeviceKeys
+from vm.bundle.versions import parse_version
+from vm.errors import BadInput, Busy, Closed, EdgeError
+from vm.execution.breaker import OPEN
+from vm.execution.scheduler import NOT_THE_ENTRYS_FAULT
+from vm.execution.tasks import Task
+from vm.update.channel import ChannelClient
+from vm.update.config import UpdateConfig
+from vm.update.fetcher import ChannelFetcher
+from vm.update.state import State
+
+log = logging.getLogger("edgevm.update")
+EVENTS = ("checked", "downloaded", "activated", "confirmed", "rolled_back", "refused")
+FIRST_CHECK_S = 5.0  # the first background check comes within this long of the start
+RETRY_S = 10.0  # the first retry after a failed check; doubles per failure, at most interval_s
+
+
+class Host(Protocol):
+    """What the updater needs of the runtime that owns it."""
+
+    def load(self, source: Any, *, allow_downgrade: bool | None = None) -> dict[str, Any]: ...
+    def unload(self, name: str) -> None: ...
+    def bundles(self) -> list[dict[str, Any]]: ...
+
+
+def bucket(device_id: str, name: str) -> int:
+    """This device's rollout bucket for bundle ``name``, in [0, 10000) (basis points): stable for a
+    device id, and independent between bundles (a device early for one bundle is not early for all)."""
+    digest = hashlib.sha256(f"{device_id}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000
+
+
+@dataclass
+class _Probe:
+    """A newly activated version's first calls."""
+
+    version: str
+    calls: int = 0
+    failures: int = 0
+    verdict: str | None = None  # "good" or "bad"
+    reason: str = ""
+
+
+class Updater:
+    """One runtime's updater (thread-safe)."""
+
+    def __init__(self, host: Host, config: UpdateConfig, keys: DeviceKeys, *, max_bundle_bytes: int) -> None:
+        self.host = host
+        self.config = config
+        self.keys = keys
+        self.max_bundle_bytes = max_bundle_bytes
+        self.dir = config.state_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state = State.load(self.dir)
+        self.device_id = config.device_id or self.state.device_id
+        self.client = ChannelClient(config.channel, self.dir / "metadata", config.root,
+                                    ChannelFetcher(config.timeout_s, config.download_timeout_s))
+        self._work = threading.RLock()  # one check, rollback or confirmation at a time
+        self._cond = threading.Condition()
+        self._probes: dict[str, _Probe] = {}
+        self._listener: Callable[[dict[str, Any]], None] | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+
+    # -- start and stop ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Serve what the state names (or the fallback bundles), then start the background thread."""
+        with self._work:
+            self._serve_initial()
+        self._thread = threading.Thread(target=self._loop, name="edgevm-updater", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _fallbacks(self) -> dict[str, tuple[str, Path]]:
+        """Bundles shipped with the app: name -> (version, path); signatures checked."""
+        found: dict[str, tuple[str, Path]] = {}
+        d = self.config.fallback_dir
+        for path in sorted(d.glob("*.evb")) if d is not None and d.is_dir() else []:
+            try:
+                header = loader.read_header(path.read_bytes(), self.keys, max_size=self.max_bundle_bytes)["header"]
+            except (EdgeError, OSError) as exc:
+                log.error("fallback bundle %s refused: %s", path, exc)
+                continue
+            name, version = header["name"], header["version"]
+            if name not in found or parse_version(version) > parse_version(found[name][0]):
+                found[name] = (version, path)
+        return found
+
+    def _serve_initial(self) -> None:
+        changed = False
+        for name, bs in sorted(self.state.bundles.items()):
+            for version in dict.fromkeys(v for v in (bs.active, bs.last_good) if v is not None):
+                try:
+                    self.host.load(State.bundle_file(self.dir, name, version), allow_downgrade=True)
+                except EdgeError as exc:
+                    log.error("update state names %s %s, which does not load (%s)", name, version, exc)
+                    continue
+                if version != bs.active:
+                    bs.active, changed = version, True
+                if version != bs.last_good:
+                    self._probes[name] = _Probe(version)  # it was on probation when the process ended
+                break
+            else:
+                if bs.active is not None:
+                    bs.active, changed = None, True
+        if changed:
+            self.state.save(self.dir)
+        loaded = {b["name"]: b["version"] for b in self.host.bundles()}
+        for name, (version, path) in self._fallbacks().items():
+            if name in loaded and parse_version(loaded[name]) >= parse_version(version):
+                continue
+            try:
+                self.host.load(path, allow_downgrade=True)
+            except EdgeError as exc:
+                log.error("fallback bundle %s does not load: %s", path, exc)
+        if self.config.device_id is None and not (self.dir / "state.json").exists():
+            self.state.save(self.dir)  # keep the generated device id
+
+    # -- events --------------------------------------------------------------------------------
+    def set_listener(self, fn: Callable[[dict[str, Any]], None] | None) -> None:
+        self._listener = fn
+
+    def _emit(self, events: list[dict[str, Any]], event: str, **info: Any) -> None:
+        doc = {"event": event, **info}
+        events.append(doc)
+        (log.warning if event in ("refused", "rolled_back") else log.info)("update: %s", doc)
+        listener = self._listener
+        if listener is not None:
+            try:
+                listener(doc)
+            except Exception:
+                log.exception("update listener raised on %s", doc)
+
+    # -- one check -----------------------------------------------------------------------------
+    def eligible(self, offer: Offer) -> bool:
+        """Whether this device is among those ``offer`` is for (device class, rollout, runtime)."""
+        if offer.device_classes and self.config.device_class not in offer.device_classes:
+            return False
+        if offer.min_runtime is not None and parse_version(offer.min_runtime) > parse_version(vm.__version__):
+            return False
+        return bucket(self.device_id, offer.name) < offer.rollout_bp
+
+    def check(self) -> list[dict[str, Any]]:
+        """Check the channel once and install what is new for this device; the events it caused."""
+        events: list[dict[str, Any]] = []
+        with self._work:
+            try:
+                offers = self.client.refresh()
+            except EdgeError as exc:
+                self._failures += 1
+                self._emit(events, "refused", reason=str(exc), error=exc.name)
+                return events
+            self._failures = 0
+            self._emit(events, "checked", offers=len(offers))
+            loaded = {b["name"]: b["version"] for b in self.host.bundles()}
+            by_name: dict[str, list[tuple[Offer, TargetFile]]] = {}
+            for offer, target in offers:
+                if self.eligible(offer):
+                    by_name.setdefault(offer.name, []).append((offer, target))
+            for name, mine in sorted(by_name.items()):
+                bs = self.state.bundles.get(name)
+                bad = set(bs.bad) if bs else set()
+                mine = [m for m in mine if m[0].version not in bad]
+                if not mine:
+                    continue
+                offer, target = max(mine, key=lambda m: parse_version(m[0].version))
+                current = loaded.get(name)
+                if current is not None and parse_version(offer.version) <= parse_version(current):
+                    if parse_version(offer.version) < parse_version(current):
+                        self._emit(events, "refused", bundle=name, version=offer.version, error="downgrade",
+                                   reason=f"the channel's newest {name} for this device is {offer.version}, "
+                                          f"older than the active {current}")
+                    continue
+                if bs is not None and not bs.floor_allows(offer.version):
+                    self._emit(events, "refused", bundle=name, version=offer.version, error="downgrade",
+                               reason=f"{name} {bs.highest} was activated before; never below it")
+                    continue
+                self._install(offer, target, events)
+        return events
+
+    def _install(self, offer: Offer, target: TargetFile, events: list[dict[str, Any]]) -> None:
+        name, version = offer.name, offer.version
+        staging = self.dir / "staging"
+        staging.mkdir(exist_ok=True)
+        part = staging / f"{name}-{version}.part"
+        try:
+            data = self.client.download(target, part)
+        except EdgeError as exc:  # transport or an attack on it: the next check tries again
+            self._emit(events, "refused", bundle=name, version=version, reason=str(exc), error=exc.name)
+            return
+        self._emit(events, "downloaded", bundle=name, version=version, bytes=len(data))
+        try:
+            header = loader.read_header(data, self.keys, max_size=self.max_bundle_bytes)["header"]
+            if (header["name"], header["version"]) != (name, version):
+                raise BadInput(f"target {target.path} holds bundle {header['name']} {header['version']}")
+            self.host.load(data)  # verify, decrypt, gate, start, swap: the runtime's one load path
+        except (Busy, Closed):
+            part.unlink(missing_ok=True)
+            raise
+        except EdgeError as exc:  # signed by the channel but refused by the device: never again
+            part.unlink(missing_ok=True)
+            self.state.of(name).bad.append(version)
+            self.state.save(self.dir)
+            self._emit(events, "refused", bundle=name, version=version, reason=str(exc), error=exc.name)
+            return
+        part.unlink(missing_ok=True)
+        files.write_atomic(State.bundle_file(self.dir, name, version), data)
+        bs = self.state.of(name)
+        bs.active = version
+        if bs.floor_allows(version):
+            bs.highest = version
+        self.state.save(self.dir)
+        self.state.prune(self.dir, name, {v for v in (version, bs.last_good) if v is not None})
+        with self._cond:
+            self._probes[name] = _Probe(version)
+        self._emit(events, "activated", bundle=name, version=version)
+
+    # -- probation -----------------------------------------------------------------------------
+    def watch(self, task: Task, name: str, version: str) -> None:
+        """Count ``task``'s outcome if it calls a version on probation (the hot path: one lookup)."""
+        probe = self._probes.get(name)
+        if probe is not None and probe.version == version and probe.verdict is None:
+            task.on_done = lambda t: self._observe(name, probe, t)
+
+    def _observe(self, name: str, probe: _Probe, t: Task) -> None:
+        error = t.error
+        failed = error is not None and not isinstance(error, NOT_THE_ENTRYS_FAULT)
+        with self._cond:
+            if probe.verdict is not None:
+                return
+            probe.calls += 1
+            probe.failures += failed
+            if probe.failures > self.config.probation_failures:
+                probe.verdict = "bad"
+                probe.reason = (f"{probe.failures} of its first {probe.calls} calls failed "
+                                f"(last: {error.name}: {error})")  # type: ignore[union-attr]
+            elif failed and t.breaker is not None and t.breaker.state == OPEN:
+                probe.verdict, probe.reason = "bad", f"its circuit breaker opened ({error})"
+            elif probe.calls >= self.config.probation_calls:
+                probe.verdict = "good"
+            else:
+                return
+            self._cond.notify_all()
+
+    def _settle(self) -> None:
+        """Act on probation verdicts (on the updater's thread)."""
+        with self._cond:
+            done = [(n, p) for n, p in self._probes.items() if p.verdict is not None]
+            for n, _ in done:
+                del self._probes[n]
+        for name, probe in done:
+            with self._work:
+                if probe.verdict == "good":
+                    self._confirm(name, probe)
+                else:
+                    self._rollback(name, probe)
+
+    def _confirm(self, name: str, probe: _Probe) -> None:
+        bs = self.state.of(name)
+        if bs.active != probe.version:
+            return
+        bs.last_good = probe.version
+        self.state.save(self.dir)
+        self.state.prune(self.dir, name, {probe.version})
+        self._emit([], "confirmed", bundle=name, version=probe.version, calls=probe.calls)
+
+    def _rollback(self, name: str, probe: _Probe) -> None:
+        bs = self.state.of(name)
+        if bs.active != probe.version:
+            return
+        bs.bad.append(probe.version)
+        bs.active = bs.last_good
+        self.state.save(self.dir)  # first: a crash from here on restarts on the good version
+        fallback = self._fallbacks().get(name)
+        try:
+            if bs.last_good is not None:
+                self.host.load(State.bundle_file(self.dir, name, bs.last_good), allow_downgrade=True)
+                to = bs.last_good
+            elif fallback is not None:
+                self.host.load(fallback[1], allow_downgrade=True)
+                to = f"{fallback[0]} (fallback)"
+            else:
+                self.host.unload(name)
+                to = None
+        except EdgeError as exc:
+            log.error("rollback of %s %s failed: %s", name, probe.version, exc)
+            to = None
+        self.state.prune(self.dir, name, {bs.last_good} if bs.last_good else set())
+        self._emit([], "rolled_back", bundle=name, version=probe.version, to=to, reason=probe.reason)
+
+    # -- the background thread -----------------------------------------------------------------
+    def _next_delay(self) -> float:
+        interval = self.config.interval_s
+        if self._failures:
+            return min(interval, RETRY_S * 2 ** (self._failures - 1)) * random.uniform(0.5, 1.0)
+        return interval * random.uniform(0.9, 1.1)
+
+    def _loop(self) -> None:
+        interval = self.config.interval_s
+        next_check = time.monotonic() + random.uniform(0, min(interval, FIRST_CHECK_S)) if interval else None
+        while True:
+            with self._cond:
+                while not self._stopping and not any(p.verdict for p in self._probes.values()):
+                    timeout = None if next_check is None else next_check - time.monotonic()
+                    if timeout is not None and timeout <= 0:
+                        break
+                    self._cond.wait(timeout)
+                if self._stopping:
+                    return
+            try:
+                self._settle()
+                if next_check is not None and time.monotonic() >= next_check:
+                    self.check()
+                    next_check = time.monotonic() + self._next_delay()
+            except Exception:  # never let the updater thread die; the next round retries
+                log.exception("updater round failed")
+                next_check = None if next_check is None else time.monotonic() + self._next_delay()
+
