@@ -20,7 +20,7 @@ test: lint
 
 # The long versions of the kill loops (make test runs short ones).
 stress: $(STAMP)
-	EDGEVM_STRESS=1 $(PY) -m pytest -q tests/isolation/test_stress.py
+	EDGEVM_STRESS=1 $(PY) -m pytest -q tests/isolation/test_stress.py tests/update/test_crash.py
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
