@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import stdlib_slim
-from vm.guard import context
+from vm.guard import _guard, context
 from vm.policy import rules
 
 # Iterating a range longer than this happens through the interpreter loop (see _LongRange).
