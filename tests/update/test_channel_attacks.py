@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import ChannelDir, events, features
 from tuf.api.metadata import Metadata, MetaFile, Snapshot, Timestamp
+from update_fixtures import ChannelDir, channel, device, events, features, http_channel  # noqa: F401 - fixtures
 
 from vm.errors import SignatureError
 from vm.tools import publish

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import features
+from update_fixtures import channel, features  # noqa: F401 - fixtures
 
 from vm.host.runtime import Runtime
 

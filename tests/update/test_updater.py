@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import events, features
+from update_fixtures import channel, device, events, features, http_channel  # noqa: F401 - fixtures
 
 from vm.errors import BadInput, ScriptError
 from vm.host.runtime import Runtime

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vm import wire
 from vm.bundle import loader
@@ -41,7 +41,9 @@ from vm.isolation.pool import Pool
 from vm.isolation.supervisor import Supervisor
 from vm.sandbox import edge
 from vm.sandbox.instance import BundleInstance
-from vm.update.updater import Updater
+
+if TYPE_CHECKING:
+    from vm.update.updater import Updater
 
 log = logging.getLogger("edgevm")
 MAX_LISTED_ROUTES = 20  # routes an unknown-route error lists
@@ -113,6 +115,8 @@ class Runtime:
         self._closed = False
         self._updater: Updater | None = None
         if cfg.update is not None:  # serves the active (or fallback) bundles, then polls the channel
+            from vm.update.updater import Updater  # only a runtime that updates needs TUF
+
             self._updater = Updater(self, cfg.update, cfg.keys, max_bundle_bytes=cfg.max_bundle_bytes)
             try:
                 self._updater.start()
