@@ -23,37 +23,30 @@ static binaryfunc orig_floordiv, orig_mod, orig_divmod;
 static ternaryfunc orig_pow;
 static PyObject *refused_exc = NULL;
 
-static double
-nbits(PyObject *v)
+/* The number of 30-bit digits of an int, read from the object (no call). */
+static inline double
+ndigits(PyObject *v)
 {
-    int64_t n = (int64_t)_PyLong_NumBits(v);
-    if (n < 0) { /* more bits than size_t counts */
-        PyErr_Clear();
-        return 1e30;
-    }
-    return (double)n;
+#if PY_VERSION_HEX >= 0x030C0000
+    return (double)(((PyLongObject *)v)->long_value.lv_tag >> _PyLong_NON_SIZE_BITS);
+#else
+    return (double)Py_ABS(Py_SIZE(v));
+#endif
 }
 
-static double
-ndigits(double bits)
-{
-    return bits / PyLong_SHIFT + 1;
-}
-
+/* Checked only when the cheap tests below say the work could be large: the thread-local read of
+ * the deadline is the slow part of the common case. */
 static int
 division_refused(PyObject *a, PyObject *b)
 {
-    if (guard_call_deadline == 0 || !PyLong_Check(a) || !PyLong_Check(b))
+    if (!PyLong_Check(a) || !PyLong_Check(b))
         return 0;
-    double nb = nbits(b);
-    if (nb <= 2 * PyLong_SHIFT) /* a one- or two-digit divisor: linear */
-        return 0;
-    double na = nbits(a);
-    if (na < nb || ndigits(na) * ndigits(nb) <= MAX_INT_WORK)
+    double db = ndigits(b), da = ndigits(a);
+    if (db <= 2 || da < db || da * db <= MAX_INT_WORK || guard_call_deadline == 0) /* linear, or small */
         return 0;
     PyErr_Format(refused_exc,
-                 "integer division of a %lld-bit number by a %lld-bit number is more work than one call may do",
-                 (long long)na, (long long)nb);
+                 "integer division of a %lld-digit number by a %lld-digit number (30-bit digits) is more work "
+                 "than one call may do", (long long)da, (long long)db);
     return -1;
 }
 
@@ -78,25 +71,32 @@ capped_divmod(PyObject *a, PyObject *b)
 static PyObject *
 capped_pow(PyObject *a, PyObject *b, PyObject *m)
 {
-    if (guard_call_deadline != 0 && PyLong_Check(a) && PyLong_Check(b)) {
-        if (m == Py_None) {
+    if (!PyLong_Check(a) || !PyLong_Check(b) || (m != Py_None && !PyLong_Check(m)))
+        return orig_pow(a, b, m);
+    double da = ndigits(a), db = ndigits(b);
+    if (m == Py_None) {
+        if (db <= 1) { /* a one-digit exponent: cheap unless the base is big (da * 30 bounds its bits) */
+            long e = PyLong_AsLong(b);
+            if (e <= 0 || da * PyLong_SHIFT * (double)e <= MAX_POW_BITS)
+                return orig_pow(a, b, m);
+        }
+        if (guard_call_deadline != 0 && _PyLong_Sign(b) > 0) {
+            double bits = (double)_PyLong_NumBits(a);
             int overflow;
             long long e = PyLong_AsLongLongAndOverflow(b, &overflow);
-            double na = nbits(a);
-            if ((overflow > 0 || e > 0) && na > 1 && (overflow > 0 || na * (double)e > MAX_POW_BITS)) {
+            if (bits > 1 && (overflow != 0 || bits * (double)e > MAX_POW_BITS)) {
                 PyErr_Format(refused_exc, "pow() result would exceed %lld bits", (long long)MAX_POW_BITS);
                 return NULL;
             }
         }
-        else if (PyLong_Check(m)) {
-            double dm = ndigits(nbits(m));
-            if (nbits(b) * dm * dm > MAX_INT_WORK) {
-                PyErr_Format(refused_exc,
-                             "pow() with a %lld-bit exponent and a %lld-bit modulus is more work than one call may do",
-                             (long long)nbits(b), (long long)nbits(m));
-                return NULL;
-            }
-        }
+        return orig_pow(a, b, m);
+    }
+    double dm = ndigits(m);
+    if (db * PyLong_SHIFT * dm * dm > MAX_INT_WORK && guard_call_deadline != 0) {
+        PyErr_Format(refused_exc,
+                     "pow() with a %lld-digit exponent and a %lld-digit modulus (30-bit digits) is more work than "
+                     "one call may do", (long long)db, (long long)dm);
+        return NULL;
     }
     return orig_pow(a, b, m);
 }
