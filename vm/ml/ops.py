@@ -21,6 +21,7 @@ docs/native-ops.md.
 from __future__ import annotations
 
 import math
+import sys
 import weakref
 
 import numpy as np
@@ -64,7 +65,6 @@ _I64 = np.dtype(np.int64)
 _U32 = np.dtype(np.uint32)
 _U64 = np.dtype(np.uint64)
 _NDARRAY = np.ndarray
-_MASKED = np.ma.MaskedArray
 _fb = _ffi.from_buffer
 _NULL = _ffi.NULL
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -113,12 +113,19 @@ def _looks_like(x: object) -> bool:
     return t not in _PLAIN and (issubclass(t, _BASES) or any(hasattr(t, d) for d in _PROTOCOLS))
 
 
+def _masked(x: object) -> bool:
+    """``x`` is a numpy masked array. Looked up only if numpy.ma was imported (no masked array can
+    exist before), so that loading the ops does not import numpy.ma (~10 ms of cold start)."""
+    ma = sys.modules.get("numpy.ma")
+    return ma is not None and issubclass(type(x), ma.MaskedArray)
+
+
 def _array(x, name: str) -> np.ndarray:
     """A private view of an exact ndarray: its shape, strides and dtype cannot be changed during
     the call by whoever holds ``x`` (the data is shared; the C code re-checks what it reads)."""
     if type(x) is _NDARRAY:
         return x.view()
-    if issubclass(type(x), _MASKED):
+    if _masked(x):
         raise InputRefused(f"{name}: masked arrays are not supported (use .filled() first)")
     if issubclass(type(x), _NDARRAY):
         raise InputRefused(f"{name} must be a numpy array, got the ndarray subclass {_type_name(x)} "
