@@ -398,10 +398,11 @@ class Runtime:
             if self._store is not None:
                 self._store.count_refused("not_a_map")
             raise BadInput(f"an event must be a dict, not {type(event).__name__}")
+        index, loaded_by_name = self._triggers()
+        stored_only = self._store is not None and "table" in event and "type" not in event  # matches no rule
+        matches = [] if stored_only else index.match(event)
         if self._store is not None:  # stored (or refused, whole) before any trigger fires
             self._store.track(event)
-        index, loaded_by_name = self._triggers()
-        matches = index.match(event)
         if not matches:
             return []
         payload = wire.encode(event, what="the event", limit=self.config.max_input_bytes)
