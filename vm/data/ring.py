@@ -53,22 +53,28 @@ class Ring:
     def select(self, since_ms: int, until_ms: int | None, where: Mapping[str, Sequence[Any]],
                fields: Sequence[str], limit: int) -> dict[str, np.ndarray]:
         """The events with ``since_ms <= ts < until_ms`` matching ``where`` (field: allowed values),
-        oldest first, at most the latest ``limit``; the columns ``fields`` (fresh arrays)."""
+        oldest first (by ts, then arrival), at most the latest ``limit``; the columns ``fields``
+        (fresh arrays)."""
         with self._lock:
             n = min(self._n, self.capacity)
-            start = self._n % self.capacity if self._n > self.capacity else 0
-            order = np.arange(start, start + n) % self.capacity if start else np.arange(n)
-            ts = self._cols["ts"][order]
+            cols = self._cols
+            ts = cols["ts"][:n]
             mask = ts >= since_ms
             if until_ms is not None:
                 mask &= ts < until_ms
             for name, allowed in where.items():
-                col = self._cols[name][order]
+                col = cols[name][:n]
                 mask &= (col == allowed[0]) if len(allowed) == 1 else np.isin(col, list(allowed))
-            picked = order[mask]
+            picked = np.flatnonzero(mask)
+            if self._n > self.capacity:  # arrival order: the slots after the next write position come first
+                start = self._n % self.capacity
+                picked = np.concatenate((picked[picked >= start], picked[picked < start]))
+            t = ts[picked]
+            if t.size > 1 and (t[1:] < t[:-1]).any():
+                picked = picked[np.argsort(t, kind="stable")]
             if picked.size > limit:
                 picked = picked[picked.size - limit:]
-            return {name: _shrink(self._cols[name][picked]) for name in fields}
+            return {name: _shrink(cols[name][picked]) for name in fields}
 
 
 def _shrink(col: np.ndarray) -> np.ndarray:

@@ -279,7 +279,7 @@ class _Table:
         sql = f"SELECT {', '.join(_q(c) for c in cols)} FROM events"
         if cond:
             sql += " WHERE " + " AND ".join(cond)
-        sql += " ORDER BY rowid DESC"
+        sql += " ORDER BY ts DESC, rowid DESC"  # the ts index's own order: the latest first, no sort
         if not sealed_where:
             sql += " LIMIT ?"
             params.append(q.limit)

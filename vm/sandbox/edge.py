@@ -74,7 +74,7 @@ def _events_module(backend: EventsBackend) -> types.ModuleType:
     def query(table: str, since_ms: int | None = None, until_ms: int | None = None, where: dict | None = None,
               fields: list | None = None, limit: int | None = None) -> dict:
         """The events of ``table`` with ``since_ms <= ts < until_ms`` whose fields equal ``where``'s
-        values (a value or a list of allowed values), oldest first, at most the latest ``limit``:
+        values (a value or a list of allowed values), oldest first (by ts), at most the latest ``limit``:
         ``{field: numpy array}`` for ``fields`` (default: ts and every field). Served from the
         in-memory ring when it holds the whole window."""
         return backend("query", [table, {"since_ms": since_ms, "until_ms": until_ms, "where": where,
