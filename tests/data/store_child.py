@@ -1,4 +1,4 @@
-"""A writer process for tests/data/test_crash.py: ``store_child.py CONFIG_JSON MODE ACKS_FILE``.
+"""A writer process for tests/data/test_store_crash.py: ``store_child.py CONFIG_JSON MODE ACKS_FILE``.
 
 ``ingest``: tracks events numbered from the highest already stored + 1, writing each number to
 ACKS_FILE once ``track`` returned, until killed. ``fill``: runs under RLIMIT_FSIZE (SIGXFSZ ignored,
