@@ -400,7 +400,12 @@ class Runtime:
             raise BadInput(f"an event must be a dict, not {type(event).__name__}")
         index, loaded_by_name = self._triggers()
         stored_only = self._store is not None and "table" in event and "type" not in event  # matches no rule
-        matches = [] if stored_only else index.match(event)
+        try:
+            matches = [] if stored_only else index.match(event)
+        except BadInput:
+            if self._store is not None:
+                self._store.count_refused("invalid_event")
+            raise
         if self._store is not None:  # stored (or refused, whole) before any trigger fires
             self._store.track(event)
         if not matches:
