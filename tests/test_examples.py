@@ -75,3 +75,22 @@ def test_photo_check_rejects_a_wrong_frame_size(rt: Runtime) -> None:
 
     with pytest.raises(ScriptError, match=r"check.py:\d+: ValueError: expected 27 bytes"):
         rt.infer("upload", "check", {"height": 3, "width": 3, "pixels": b"\0" * 5})
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_features_read_from_the_event_store_match_the_reference(built: Path, keys_dir: Path, tmp_path: Path,
+                                                                mode: str) -> None:
+    """The device's path: the host app only tracks events; the script reads them from the store."""
+    golden = json.loads((built / "golden.json").read_text())
+    for i, request in enumerate(golden["requests"] if mode == "thread" else golden["requests"][1:2]):
+        config = {"keys": keys_dir, "deadline_ms": 2000, "isolation": mode,
+                  "data": {"dir": str(tmp_path / f"data{i}"), "tables": {"clicks": ranking_build.CLICKS_TABLE}}}
+        with Runtime(config) as runtime:
+            runtime.load(built / "home-rerank.evb")
+            for event in ranking_build.to_events(request):
+                runtime.track(event)
+            inputs = {k: v for k, v in ranking_build.to_request(request).items() if k != "events"}
+            got = np.asarray(runtime.infer("home", "features", inputs)["features"])
+            np.testing.assert_allclose(got, np.asarray(request["features"], dtype=np.float32), rtol=1e-6, atol=1e-6)
+            out = runtime.infer("home", "rerank", inputs)
+            np.testing.assert_allclose(out["scores"], sorted(request["scores"], reverse=True), rtol=1e-5, atol=1e-6)

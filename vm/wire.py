@@ -93,3 +93,31 @@ def decode(data: bytes, *, what: str = "the input", error: type[EdgeError] = Bad
         return msgpack.unpackb(data, raw=False, strict_map_key=False)
     except _DECODE_ERRORS as exc:
         raise error(f"{what} is not valid msgpack ({type(exc).__name__})") from None
+
+
+COLUMN_DTYPES = ("<i8", "<f8", "|b1")  # and "<U<n>": the event store's column types
+
+
+def pack_columns(columns: dict[str, Any]) -> dict[str, list]:
+    """Numpy result columns of ``edge.events`` for the worker's channel: ``{name: [dtype, raw bytes]}``."""
+    return {name: [col.dtype.str, col.tobytes()] for name, col in columns.items()}
+
+
+def unpack_columns(doc: Any) -> dict[str, Any]:
+    """``pack_columns``'s output as writable numpy arrays; ``BadInput`` for anything else."""
+    import numpy as np
+
+    if type(doc) is not dict:
+        raise BadInput("event columns must be a map")
+    out = {}
+    for name, item in doc.items():
+        ok = type(name) is str and type(item) is list and len(item) == 2 and type(item[1]) is bytes
+        dtype = item[0] if ok else None
+        if not ok or not (dtype in COLUMN_DTYPES or type(dtype) is str and dtype[:2] == "<U" and dtype[2:].isdigit()
+                                                  and 0 < int(dtype[2:]) < 1 << 20):
+            raise BadInput("event columns: a column is not [dtype, bytes] of a known dtype")
+        dt = np.dtype(dtype)
+        if len(item[1]) % dt.itemsize:
+            raise BadInput("event columns: a column's length is not a whole number of items")
+        out[name] = np.frombuffer(bytearray(item[1]), dtype=dt)
+    return out

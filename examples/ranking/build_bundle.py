@@ -2,8 +2,10 @@
 with the model and the catalog constants, and write sample requests.
 
 ``main(out_dir, keys_dir)`` writes ``home-rerank.evb``, ``request.json`` (one re-ranking request:
-the user's events as columns, the candidate slate, ``now``) and ``golden.json`` (requests with the
-reference features and scores).
+the user's events as columns, the candidate slate, ``now``: what a logged request replays),
+``events.json`` and ``store-request.json`` (the same request as a device serves it: the events the
+host app tracks into the ``clicks`` table of ``CLICKS_TABLE``, then a request with only the slate and
+``now``) and ``golden.json`` (requests with the reference features and scores).
 """
 from __future__ import annotations
 
@@ -21,6 +23,16 @@ from examples.ranking import train  # noqa: E402
 from vm.tools.packer import pack  # noqa: E402
 
 EVENT_COLUMNS = ("ts", "type", "page_id", "item_id", "category", "price", "dwell_ms")
+# The host app's declaration of the table it tracks the user's behaviour into (config data.tables):
+# sealed at rest but for the routing/index columns; the device keeps the last 1,000 events.
+CLICKS_TABLE = {"fields": {"type": "str", "page_id": "str", "item_id": "int", "category": "int", "price": "float",
+                           "dwell_ms": "int"},
+                "sensitive": True, "indexes": ["type", "page_id"], "max_rows": 1000}
+
+
+def to_events(slate: dict[str, Any]) -> list[dict[str, Any]]:
+    """A golden slate's context as the host app tracks it: one event per behaviour, into ``clicks``."""
+    return [{"table": "clicks", **{c: e[c] for c in EVENT_COLUMNS}} for e in slate["context"]]
 
 
 def to_request(slate: dict[str, Any], k: int | None = None) -> dict[str, Any]:
@@ -48,6 +60,9 @@ def main(out_dir: str | Path, keys_dir: str | Path, targets: list[str] | None = 
         f"CONSTANTS = {json.dumps(golden['constants'], indent=1)}\n")
     result = pack(src, keys_dir, out / "home-rerank.evb", targets=targets)
     (out / "request.json").write_text(json.dumps(to_request(golden["requests"][1], k=10)))
+    (out / "events.json").write_text(json.dumps(to_events(golden["requests"][1])))
+    store_request = {k: v for k, v in to_request(golden["requests"][1], k=10).items() if k != "events"}
+    (out / "store-request.json").write_text(json.dumps(store_request))
     shutil.copy(work / "golden.json", out / "golden.json")
     return {"bundle": str(result.path), "bytes": result.size, "targets": [t["python"] for t in result.targets],
             "model": metrics}

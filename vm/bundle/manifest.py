@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vm.bundle.tables import BundleEvents, parse_bundle_events
 from vm.bundle.triggers import BundleTriggers, parse_bundle
 from vm.bundle.versions import parse_version
 from vm.errors import BadInput
@@ -21,7 +22,8 @@ NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 ENTRY_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*\Z")
 DEFAULT_MIN_RUNTIME = "0.1"
 # What an engineer writes in bundle.json, and what pack adds to it.
-SOURCE_KEYS = frozenset({"name", "version", "system", "entries", "models", "triggers", "tasks", "min_runtime"})
+SOURCE_KEYS = frozenset({"name", "version", "system", "entries", "models", "triggers", "tasks", "min_runtime",
+                         "events"})
 PACKED_KEYS = frozenset({"modules", "quantization"})
 
 
@@ -37,6 +39,7 @@ class Manifest:
     min_runtime: str
     triggers: BundleTriggers
     doc: dict[str, Any]
+    events: BundleEvents = BundleEvents(tables={})  # the host tables it reads, the tables it owns
 
 
 def _unknown_keys(doc: Mapping[str, Any], known: frozenset[str], where: str) -> None:
@@ -78,4 +81,5 @@ def validate(doc: Any, *, where: str = "bundle.json", packed: bool = False) -> M
     if not isinstance(models, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in models.items()):
         raise BadInput(f"{where}: 'models' must map model names to file names")
     return Manifest(name=name, version=version, system=system, entries=dict(entries), models=dict(models),
-                    min_runtime=min_runtime, triggers=parse_bundle(doc, entries), doc=doc)
+                    min_runtime=min_runtime, triggers=parse_bundle(doc, entries), doc=doc,
+                    events=parse_bundle_events(doc.get("events")))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from vm.bundle.keys import DeviceKeys, load_device
+from vm.data.config import DataConfig
 from vm.errors import BadInput
 from vm.ml.profile import DeviceProfile
 from vm.update.config import UpdateConfig
@@ -76,6 +77,8 @@ class Config:
     update: UpdateConfig | None = _opt(None, doc="over-the-air updates from a channel: {channel, state_dir, root, "
                                                  "fallback_dir, device_id, device_class, interval_s, ...} "
                                                  "(docs/ota.md)")
+    data: DataConfig | None = _opt(None, doc="the event store: {dir, tables, durability, commit_ms, ring_events, "
+                                             "...} (docs/data.md)")
     log: Callable[[str, str], None] | None = _opt(
         None, doc="Python API only: log(bundle, line) receives script output (default: the logging module)")
 
@@ -116,6 +119,8 @@ def _check(name: str, value: Any, default: Any, meta: Mapping[str, Any]) -> Any:
         return DeviceProfile.from_config(value)
     if name == "update":
         return None if value is None else UpdateConfig.from_config(value)
+    if name == "data":
+        return None if value is None else DataConfig.from_config(value)
     if name == "log":
         if value is not None and not callable(value):
             raise BadInput("config 'log' must be a callable log(bundle, line) or None")

@@ -10,7 +10,8 @@ bundle; in process mode (the default) a pool of locked-down worker processes run
 (``vm.isolation``), in thread mode a ``BundleInstance`` (``vm.sandbox.instance``) in this process. Every
 call is a task on one of three priority queues (``vm.execution.scheduler``: deadlines, circuit breakers, metrics);
 tracked events start the tasks a bundle's triggers configure (``vm.execution.triggers``,
-docs/scheduler.md). Inputs and results cross as msgpack (``vm.wire``, the C API's wire format); the
+docs/scheduler.md) and, with the ``data`` option, are stored in the event store (``vm.data``,
+docs/data.md) that scripts query through ``edge.events``. Inputs and results cross as msgpack (``vm.wire``, the C API's wire format); the
 Python API packs and unpacks around the same path, so both see identical values and errors. Every
 failure is an ``EdgeError`` with a stable code.
 """
@@ -35,7 +36,7 @@ from vm.execution.breaker import BreakerConfig, Breakers
 from vm.execution.scheduler import CORE, Scheduler
 from vm.execution.tasks import Task
 from vm.execution.triggers import TriggerIndex
-from vm.guard import _guard
+from vm.guard import _guard, context
 from vm.host.config import Config
 from vm.isolation.pool import Pool
 from vm.isolation.supervisor import Supervisor
@@ -43,6 +44,7 @@ from vm.sandbox import edge
 from vm.sandbox.instance import BundleInstance
 
 if TYPE_CHECKING:
+    from vm.data.store import Access, EventStore
     from vm.update.updater import Updater
 
 log = logging.getLogger("edgevm")
@@ -113,6 +115,11 @@ class Runtime:
         self._bundles: dict[str, _Loaded] = {}
         self._routes: dict[tuple[str, str], tuple[_Loaded, str]] = {}
         self._closed = False
+        self._store: EventStore | None = None
+        if cfg.data is not None:  # only a runtime that stores events needs sqlite3 and the store
+            from vm.data.store import EventStore
+
+            self._store = EventStore(cfg.data, cfg.keys)
         self._updater: Updater | None = None
         if cfg.update is not None:  # serves the active (or fallback) bundles, then polls the channel
             from vm.update.updater import Updater  # only a runtime that updates needs TUF
@@ -139,7 +146,9 @@ class Runtime:
         downgrade_ok = self.config.allow_downgrade if allow_downgrade is None else allow_downgrade
         self._check_version(bundle, downgrade_ok)  # fail fast, before models and scripts load
         deadline = time.monotonic() + self.config.load_deadline_ms / 1000
-        loaded = self._start_pool(bundle, deadline) if self._sup is not None else self._instance(bundle, deadline)
+        access = self._events_access(bundle)
+        loaded = (self._start_pool(bundle, deadline, access) if self._sup is not None
+                  else self._instance(bundle, deadline, access))
         try:
             old = self._install(loaded, downgrade_ok)
         except BaseException:
@@ -151,12 +160,35 @@ class Runtime:
                  len(bundle.models), self.config.isolation)
         return self._info(loaded)
 
-    def _instance(self, bundle: loader.TrustedBundle, deadline: float) -> _Loaded:
+    def _events_access(self, bundle: loader.TrustedBundle) -> Access | None:
+        """What the bundle's scripts may do with the event store (its own tables opened now)."""
+        events = bundle.manifest.events
+        if self._store is None:
+            if events.tables:
+                raise BadInput(f"bundle {bundle.name} declares event tables ({', '.join(events.tables)}) but this "
+                               "runtime has no event store (config 'data')")
+            return None
+        return self._store.access(bundle.name, events)
+
+    def _thread_events(self, access: Access | None) -> edge.EventsBackend:
+        """Thread mode's ``edge.events`` backend: the arguments go through the wire format as in process
+        mode (plain values only, never a script's object), under the call's own deadline."""
+        def call(op: str, args: list) -> Any:
+            if access is None:
+                raise NotFound("no event store is configured (config 'data')")
+            ctx = context.current()
+            left = ctx.remaining() if ctx is not None else self.config.deadline_ms / 1000
+            plain = wire.decode(wire.encode(args, what="the edge.events arguments"))
+            return access.call(op, plain, time.monotonic() + left)
+
+        return call
+
+    def _instance(self, bundle: loader.TrustedBundle, deadline: float, access: Access | None) -> _Loaded:
         """Thread mode: the bundle runs in this process; its module top levels run as core tasks."""
         name = bundle.name
         edge.preload()
         instance = BundleInstance(bundle, self._load_models(bundle), log=lambda line: self._script_log(name, line),
-                                  max_result=self.config.max_input_bytes)
+                                  max_result=self.config.max_input_bytes, events=self._thread_events(access))
         for business, spec in bundle.manifest.entries.items():
             self._sched.call(Task(instance.resolve, business, kind="load", entry=name,
                                   label=f"loading {name} ({spec})", priority=CORE, deadline=deadline,
@@ -166,7 +198,7 @@ class Runtime:
                                   priority=CORE, deadline=deadline, memory_limit=self._memory_limit or None))
         return _Loaded(bundle=bundle, instance=instance)
 
-    def _start_pool(self, bundle: loader.TrustedBundle, deadline: float) -> _Loaded:
+    def _start_pool(self, bundle: loader.TrustedBundle, deadline: float, access: Access | None) -> _Loaded:
         """Process mode: the bundle's worker pool, every worker loaded and locked down."""
         assert self._sup is not None
         cfg = self.config
@@ -176,7 +208,9 @@ class Runtime:
                     settings={"memory_limit": self._memory_limit, "process_memory": cfg.memory_limit,
                               "cpu_seconds": max(1, round(cfg.grace_ms / 1000 + 5)), "grace_s": cfg.grace_ms / 1000,
                               "profile": cfg.device_profile.to_config(), "max_result": cfg.max_input_bytes,
-                              "load_timeout_s": cfg.load_deadline_ms / 1000})
+                              "load_timeout_s": cfg.load_deadline_ms / 1000},
+                    events=None if access is None else
+                    lambda op, args, deadline, writes: access.call(op, args, deadline, writes=writes))
         pool.start(deadline)
         with self._lock:
             active = sum(b.pool.size for b in self._bundles.values() if b.pool is not None and b.bundle.name != name)
@@ -341,21 +375,39 @@ class Runtime:
 
     def track_msgpack(self, payload: bytes) -> list[int]:
         """``track`` with the event as msgpack bytes (what the C API calls)."""
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            raise BadInput("the event must be msgpack bytes")
-        if len(payload) > self.config.max_input_bytes:
-            raise BadInput(f"event of {len(payload)} bytes exceeds the limit of {self.config.max_input_bytes}")
-        return self.track(wire.decode(payload, what="the event"))
+        try:
+            if not isinstance(payload, (bytes, bytearray, memoryview)):
+                raise BadInput("the event must be msgpack bytes")
+            if len(payload) > self.config.max_input_bytes:
+                raise BadInput(f"event of {len(payload)} bytes exceeds the limit of {self.config.max_input_bytes}")
+            event = wire.decode(payload, what="the event")
+        except BadInput:
+            if self._store is not None:
+                self._store.count_refused("invalid_msgpack")
+            raise
+        return self.track(event)
 
     def track(self, event: dict[str, Any]) -> list[int]:
         """Match a tracked event against every loaded bundle's triggers and start the configured
         tasks (with the chains they run after); return the ids of the tasks created. A chain that
-        the queues or a breaker refuse is counted and skipped."""
+        the queues or a breaker refuse is counted and skipped. With an event store, an event that
+        names a ``table`` is stored first (docs/data.md); a bad one is refused whole (``BadInput``,
+        counted) and fires nothing."""
         self._check_open()
         if not isinstance(event, dict):
+            if self._store is not None:
+                self._store.count_refused("not_a_map")
             raise BadInput(f"an event must be a dict, not {type(event).__name__}")
         index, loaded_by_name = self._triggers()
-        matches = index.match(event)
+        stored_only = self._store is not None and "table" in event and "type" not in event  # matches no rule
+        try:
+            matches = [] if stored_only else index.match(event)
+        except BadInput:
+            if self._store is not None:
+                self._store.count_refused("invalid_event")
+            raise
+        if self._store is not None:  # stored (or refused, whole) before any trigger fires
+            self._store.track(event)
         if not matches:
             return []
         payload = wire.encode(event, what="the event", limit=self.config.max_input_bytes)
@@ -436,6 +488,8 @@ class Runtime:
         snap["triggers"] = {"rules": cache[1].rules if cache else 0}
         snap["kept_features"] = len(self._kept)
         snap["isolation"] = self._isolation_stats()
+        if self._store is not None:
+            snap["events"] = self._store.metrics()
         return snap
 
     def _isolation_stats(self) -> dict[str, Any]:
@@ -462,6 +516,8 @@ class Runtime:
             self._bundles.clear()
             self._routes.clear()
         self._sched.close(self.config.close_timeout_ms / 1000)
+        if self._store is not None:
+            self._store.close()
         if self._sup is not None:
             for b in loaded:
                 if b.pool is not None:

@@ -22,8 +22,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from vm import wire
 from vm.bundle import loader
-from vm.errors import ALL_ERRORS, Busy, Closed, Crashed, EdgeError, Timeout
+from vm.errors import ALL_ERRORS, Busy, Closed, Crashed, EdgeError, NotFound, Timeout
 from vm.isolation.channel import Channel, ChannelClosed, ChannelError, ChannelTimeout
 from vm.isolation.supervisor import Supervisor, describe_exit
 
@@ -48,13 +49,19 @@ class _Worker:
         self.rehearsed = False
 
 
+EventsHandler = Callable[[Any, Any, float, bool], Any]
+"""``events(op, args, deadline, writes)``: the host's answer to a worker's ``edge.events`` call."""
+
+
 class Pool:
-    """The worker processes of one loaded bundle (thread-safe)."""
+    """The worker processes of one loaded bundle (thread-safe); ``events`` serves its scripts'
+    ``edge.events`` calls (``vm.data``)."""
 
     def __init__(self, supervisor: Supervisor, bundle: loader.TrustedBundle, *, size: int, spares: int,
                  settings: dict[str, Any], grace_s: float, max_frame: int,
-                 on_log: Callable[[str], None]) -> None:
+                 on_log: Callable[[str], None], events: EventsHandler | None = None) -> None:
         self.sup = supervisor
+        self._events = events
         self.name = f"{bundle.name} {bundle.version}"
         self.size, self.spares = size, spares
         self._export = loader.export(bundle)
@@ -189,6 +196,9 @@ class Pool:
                 if kind == "log" and len(msg) == 2 and isinstance(msg[1], str):
                     self._on_log(msg[1])
                     continue
+                if kind == "events" and len(msg) == 3:
+                    w.chan.send("events", *self._serve_events(msg[1], msg[2], deadline, writes=True))
+                    continue
                 if kind == "ok" and len(msg) == 3 and msg[1] == cid and isinstance(msg[2], bytes):
                     if op == "invoke":
                         first = self._sample is None
@@ -215,6 +225,18 @@ class Pool:
             w.exited.wait(EXIT_WAIT_S)
             self.counts["crashed"] += 1
             raise Crashed(f"{label}: the worker process {describe_exit(w.status)} during the call") from None
+
+    def _serve_events(self, op: Any, data: Any, deadline: float, *, writes: bool) -> tuple:
+        """Answer a worker's ``edge.events`` frame (hostile input: the handler checks every part)."""
+        try:
+            if self._events is None:
+                raise NotFound("no event store is configured (config 'data')")
+            if type(data) is not bytes:
+                raise ChannelError("the worker sent edge.events arguments that are not bytes")
+            result = self._events(op, wire.decode(data, what="the edge.events arguments"), deadline, writes)
+            return ("ok", None if result is None else wire.pack_columns(result))
+        except EdgeError as exc:
+            return ("error", exc.code, exc.message)
 
     def _acquire(self, deadline: float, label: str) -> _Worker:
         with self._cond:
@@ -427,6 +449,9 @@ class Pool:
             while True:
                 msg = w.chan.recv(deadline)
                 if msg[0] == "log":
+                    continue
+                if msg[0] == "events" and len(msg) == 3:
+                    w.chan.send("events", *self._serve_events(msg[1], msg[2], deadline, writes=False))
                     continue
                 if msg[0] in ("ok", "error") and len(msg) in (3, 5) and msg[1] == cid:
                     return

@@ -13,7 +13,10 @@ Frames (``vm.isolation.channel``):
                            features], ["exit"]
     worker -> supervisor   ["ready", info] | ["error", 0, code, message, detail] after load;
                            ["ok", id, result] | ["error", id, code, message, detail] per call;
-                           ["log", line] at any time (script output)
+                           ["log", line] at any time (script output);
+                           ["events", op, args] during a call (an ``edge.events`` call: the worker
+                           cannot open files), answered by
+    supervisor -> worker   ["events", "ok", columns | None] | ["events", "error", code, message]
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from typing import Any
 
 from vm import wire
 from vm.bundle import loader
-from vm.errors import EdgeError, Internal
+from vm.errors import ALL_ERRORS, EdgeError, Internal
 from vm.execution.executor import execute
 from vm.execution.watchdog import Watchdog
 from vm.guard import _guard
@@ -58,6 +61,23 @@ class _Log:
         self.left, self.dropped = MAX_LOG_LINES, 0
 
 
+def _events_backend(chan: Channel) -> Any:
+    """``edge.events`` in a worker: each call is a frame to the host, which runs it under the call's
+    deadline and answers with the columns or a typed error."""
+    by_code = {cls.code: cls for cls in ALL_ERRORS}
+
+    def call(op: str, args: list) -> Any:
+        chan.send("events", op, wire.encode(args, what="the edge.events arguments"))
+        msg = chan.recv()
+        if msg[0] == "events" and len(msg) == 3 and msg[1] == "ok":
+            return None if msg[2] is None else wire.unpack_columns(msg[2])
+        if msg[0] == "events" and len(msg) == 4 and msg[1] == "error":
+            raise by_code.get(msg[2], Internal)(str(msg[3]))
+        raise Internal("the host answered an edge.events call with something else")
+
+    return call
+
+
 def _detail(error: EdgeError) -> dict[str, Any]:
     """The error's detail as plain data (it crosses the channel)."""
     try:
@@ -88,7 +108,8 @@ def serve(fd: int) -> int:
             from vm.ml import models
 
             sessions = models.load_models(bundle.models, DeviceProfile.from_config(settings["profile"]))
-        instance = BundleInstance(bundle, sessions, log=log, max_result=int(settings["max_result"]))
+        instance = BundleInstance(bundle, sessions, log=log, max_result=int(settings["max_result"]),
+                                  events=_events_backend(chan))
     except EdgeError as exc:
         chan.send("error", 0, exc.code, exc.message, _detail(exc))
         return 0

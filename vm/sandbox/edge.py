@@ -2,8 +2,10 @@
 
 Each loaded bundle gets its own module object holding only vetted members: logging, clocks, the
 call's remaining time, the native operators (``edge.ops``, loaded on first use) and the bundle's
-models (``edge.model(name)``). Nothing here hands a script a reference to the runtime's own
-objects: models are reached through a facade that exposes ``run``, ``inputs`` and ``outputs``.
+models (``edge.model(name)``), and the event store (``edge.events``: query, sql, append; served by
+the host through a backend callable: ``vm.data`` in thread mode, the worker's channel in process
+mode). Nothing here hands a script a reference to the runtime's own objects: models are reached
+through a facade that exposes ``run``, ``inputs`` and ``outputs``.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from vm.errors import NotFound
 from vm.guard import context
 
 OPS_PUBLIC_EXCLUDE = frozenset({"ffi", "lib", "np", "numpy"})
@@ -61,9 +64,42 @@ def _ops_module() -> types.ModuleType:
     return module
 
 
+EventsBackend = Callable[[str, list], Any]
+"""``backend(op, args)``: the host's answer to an ``edge.events`` call (``query``, ``sql``, ``append``)."""
+
+
+def _events_module(backend: EventsBackend) -> types.ModuleType:
+    module = types.ModuleType("edge.events")
+
+    def query(table: str, since_ms: int | None = None, until_ms: int | None = None, where: dict | None = None,
+              fields: list | None = None, limit: int | None = None) -> dict:
+        """The events of ``table`` with ``since_ms <= ts < until_ms`` whose fields equal ``where``'s
+        values (a value or a list of allowed values), oldest first (by ts), at most the latest ``limit``:
+        ``{field: numpy array}`` for ``fields`` (default: ts and every field). Served from the
+        in-memory ring when it holds the whole window."""
+        return backend("query", [table, {"since_ms": since_ms, "until_ms": until_ms, "where": where,
+                                         "fields": fields, "limit": limit}])
+
+    def sql(statement: str, params: list | tuple = (), limit: int | None = None) -> dict:
+        """One read-only, parameterised SELECT over the tables this bundle reads (their clear
+        columns): ``{column: numpy array}``; more than ``limit`` rows is a ``resource`` error."""
+        return backend("sql", [statement, list(params) if type(params) in (list, tuple) else params, limit])
+
+    def append(table: str, event: dict) -> None:
+        """Store ``event`` in one of this bundle's own tables."""
+        backend("append", [table, event])
+
+    module.__dict__.update({"query": query, "sql": sql, "append": append})
+    return module
+
+
+def _no_events(op: str, args: list) -> Any:
+    raise NotFound("no event store is configured (config 'data')")
+
+
 def build(*, bundle_name: str, bundle_version: str, sessions: dict[str, Any],
-          log: Callable[[str], None]) -> types.ModuleType:
-    """A fresh ``edge`` module for one bundle."""
+          log: Callable[[str], None], events: EventsBackend | None = None) -> types.ModuleType:
+    """A fresh ``edge`` module for one bundle; ``events`` serves its ``edge.events`` calls."""
     module = types.ModuleType("edge")
     models = {name: Model(s) for name, s in sessions.items()}
 
@@ -98,6 +134,6 @@ def build(*, bundle_name: str, bundle_version: str, sessions: dict[str, Any],
     module.__dict__.update({
         "bundle_name": bundle_name, "bundle_version": bundle_version, "model": model,
         "models": tuple(sorted(models)), "remaining_ms": remaining_ms, "now_ms": now_ms, "log": log_,
-        "__getattr__": lazy,
+        "events": _events_module(events or _no_events), "__getattr__": lazy,
     })
     return module

@@ -1,7 +1,9 @@
 """Session-aware re-ranking on the device.
 
-From the user's recent events (columns, as the device's event store returns them) and a slate of
-candidates from the server, build the 32 features of ``FEATURE_NAMES`` with native operators
+From the user's recent events, read from the device's event store (``edge.events.query`` on the
+``clicks`` table the host app tracks into; a request may instead carry them as ``events`` columns,
+as logged requests do when they are replayed on a server), and a slate of candidates from the
+server, build the 32 features of ``FEATURE_NAMES`` with native operators
 (``edge.ops``), score them with the bundled ONNX ranker and return the slate re-ranked. The
 definitions match examples/ranking/features_reference.py (the numpy specification).
 """
@@ -19,6 +21,8 @@ N_ITEMS = CONSTANTS["n_items"]
 CAT_LEVEL = np.asarray(CONSTANTS["cat_log_price_mean"], dtype=np.float64)
 PRICE_BOUNDS = np.asarray(CONSTANTS["price_bucket_bounds"], dtype=np.float64)
 N_BUCKETS = len(CONSTANTS["price_bucket_bounds"]) + 1
+MAX_CONTEXT = 1000  # events the device keeps for one user (the clicks table's max_rows)
+EVENT_FIELDS = ["ts", "type", "page_id", "item_id", "category", "price", "dwell_ms"]
 
 
 def _log1p(x):
@@ -41,6 +45,13 @@ def _grouped(keys, ts, values, now, windows, groups):
     """Trailing-window aggregates per group; an empty group's mean/min/max/last become 0."""
     out = edge.ops.window_agg_grouped(keys, ts, values, now, windows, groups)
     return np.nan_to_num(out, nan=0.0)
+
+
+def history(inputs, now):
+    """The user's events up to ``now``: the request's own columns, else the store's clicks table."""
+    if "events" in inputs:
+        return inputs["events"]
+    return edge.events.query("clicks", until_ms=now + 1, fields=EVENT_FIELDS, limit=MAX_CONTEXT)
 
 
 def compute(events, candidates, now):
@@ -127,13 +138,15 @@ def compute(events, candidates, now):
 
 def features_entry(inputs: dict):
     """The feature matrix alone (for checking against the reference)."""
-    return {"features": compute(inputs["events"], inputs["candidates"], int(inputs["now"]))}
+    now = int(inputs["now"])
+    return {"features": compute(history(inputs, now), inputs["candidates"], now)}
 
 
 def rerank(inputs: dict):
     """Score the candidates and return them best first: ``{"items", "scores"}``."""
     candidates = inputs["candidates"]
-    x = compute(inputs["events"], candidates, int(inputs["now"]))
+    now = int(inputs["now"])
+    x = compute(history(inputs, now), candidates, now)
     scores = edge.model("ranker").run({"features": x})["scores"].reshape(-1)
     k = int(inputs.get("k", scores.size))
     order, top = edge.ops.top_k(scores, k)
