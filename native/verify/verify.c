@@ -7,7 +7,8 @@
  *
  * Constants are plain data or code, opcodes are on the interpreter's allowlist (vm/policy/opcodes.py
  * builds the table), operand indices, jump targets, inline caches and the exception table are in
- * range, and the stack depth is checked on every path. Runs with the GIL held.
+ * range, and the stack depth is checked on every path. Keeps no state between calls, so it runs on
+ * several threads at once where there is no GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -99,6 +100,8 @@ typedef struct {
     PyObject *attr_special; /* attribute names never accepted without the caller's judgement */
     PyObject *protected_;   /* global names never accepted without the caller's judgement */
     PyObject *reports;      /* list of (code, offset, name_class, name, prev_op, prev_arg) */
+    void *scratch;          /* the stack analysis' space, reused across this call's code objects */
+    size_t scratch_size;
 } verifier_t;
 
 static int
@@ -180,19 +183,22 @@ check_const(PyObject *c, int depth)
     if (depth > 20)
         return 0;
     if (PyTuple_CheckExact(c)) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c); i++)
-            if (!check_const(PyTuple_GET_ITEM(c, i), depth + 1))
-                return 0;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c); i++) {
+            int ok = check_const(PyTuple_GET_ITEM(c, i), depth + 1);
+            if (ok <= 0)
+                return ok;
+        }
         return 1;
     }
-    if (PyFrozenSet_CheckExact(c)) {
-        Py_ssize_t pos = 0;
-        PyObject *key;
-        Py_hash_t hash;
-        while (_PySet_NextEntry(c, &pos, &key, &hash))
-            if (!check_const(key, depth + 1))
-                return 0;
-        return 1;
+    if (PyFrozenSet_CheckExact(c)) { /* iterated through the public API (_PySet_NextEntry is private) */
+        PyObject *it = PyObject_GetIter(c), *key;
+        int ok = it != NULL;
+        while (ok == 1 && (key = PyIter_Next(it)) != NULL) {
+            ok = check_const(key, depth + 1);
+            Py_DECREF(key);
+        }
+        Py_XDECREF(it);
+        return PyErr_Occurred() ? -1 : ok;
     }
     return 0;
 }
@@ -220,21 +226,19 @@ merge_depth(int *depth, Py_ssize_t *work, Py_ssize_t *nwork, Py_ssize_t at, int 
     return 0;
 }
 
-/* Scratch space for the analysis, reused across code objects (verification runs with the GIL held). */
-static void *scratch = NULL;
-static size_t scratch_size = 0;
-
+/* Scratch space for the analysis, reused across one call's code objects: per call, not static, so
+ * that calls on several threads at once (free-threaded CPython, no GIL) never share it. */
 static void *
-scratch_for(size_t need)
+scratch_for(verifier_t *v, size_t need)
 {
-    if (need > scratch_size) {
-        void *grown = PyMem_Realloc(scratch, need);
+    if (need > v->scratch_size) {
+        void *grown = PyMem_Realloc(v->scratch, need);
         if (grown == NULL)
             return PyErr_NoMemory();
-        scratch = grown;
-        scratch_size = need;
+        v->scratch = grown;
+        v->scratch_size = need;
     }
-    return scratch;
+    return v->scratch;
 }
 
 /* ---- The type pass ------------------------------------------------------------------------------
@@ -821,7 +825,7 @@ check_stack(verifier_t *v, PyCodeObject *co, PyObject *codeobj, const uint8_t *b
     const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(co->co_exceptiontable);
     Py_ssize_t n = PyBytes_GET_SIZE(co->co_exceptiontable), pos = 0;
     size_t max_entries = (size_t)(n / 4 + 1);
-    char *base = scratch_for((sizeof(int) * 2 + sizeof(Py_ssize_t)) * (size_t)nunits +
+    char *base = scratch_for(v, (sizeof(int) * 2 + sizeof(Py_ssize_t)) * (size_t)nunits +
                              sizeof(exc_entry_t) * max_entries);
     if (base == NULL)
         return -1;
@@ -1320,13 +1324,16 @@ verify_code(verifier_t *v, PyObject *code, int depth)
     }
     if (scan_bytecode(v, co, code) < 0)
         return -1;
+    int ok;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
         PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
         if (PyCode_Check(c)) {
             if (verify_code(v, c, depth + 1) < 0)
                 return -1;
         }
-        else if (!check_const(c, 0)) {
+        else if ((ok = check_const(c, 0)) <= 0) {
+            if (ok < 0)
+                return -1;
             PyErr_Format(PyExc_ValueError, "in %U: constant of type %s is not allowed", co->co_qualname,
                          Py_TYPE(c)->tp_name);
             return -1;
@@ -1354,6 +1361,7 @@ verify_tree(PyObject *self, PyObject *args)
     v.reports = PyList_New(0);
     if (v.reports && verify_code(&v, code, 0) < 0)
         Py_CLEAR(v.reports);
+    PyMem_Free(v.scratch);
     PyBuffer_Release(&table);
     return v.reports;
 }
@@ -1366,7 +1374,16 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "vm.policy._verify", NULL, 0, methods};
+/* Thread-safe without the GIL: all state is per call (the verifier_t on the caller's stack), and the
+ * code objects and constants it reads are immutable. */
+static PyModuleDef_Slot slots[] = {
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "vm.policy._verify", NULL, 0, methods, slots};
 
 PyMODINIT_FUNC
 PyInit__verify(void)

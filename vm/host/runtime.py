@@ -35,7 +35,7 @@ from vm.execution.breaker import BreakerConfig, Breakers
 from vm.execution.scheduler import CORE, Scheduler
 from vm.execution.tasks import Task
 from vm.execution.triggers import TriggerIndex
-from vm.guard import _guard
+from vm.guard import FREE_THREADED, _guard
 from vm.host.config import Config
 from vm.isolation.pool import Pool
 from vm.isolation.supervisor import Supervisor
@@ -50,8 +50,10 @@ MAX_LISTED_ROUTES = 20  # routes an unknown-route error lists
 
 
 def _memory_guard_supported() -> bool:
-    # The allocator hook measures blocks with malloc_usable_size(); the debug allocator wraps them.
-    return os.environ.get("PYTHONMALLOC", "") in ("", "malloc", "pymalloc") and not hasattr(sys, "gettotalrefcount")
+    # The allocator hook measures blocks with malloc_usable_size(); the debug allocator wraps them, and
+    # free-threaded CPython's mimalloc heaps bypass the hooks (process mode's rlimits still hold there).
+    return os.environ.get("PYTHONMALLOC", "") in ("", "malloc", "pymalloc") and \
+        not hasattr(sys, "gettotalrefcount") and not FREE_THREADED
 
 
 @dataclass
