@@ -29,15 +29,15 @@ set_immutable_locked(PyTypeObject *tp)
     PyMutex_Unlock(&lock);
     if (watcher_id < 0)
         return -1;
-    /* PyType_Modified skips a type without a version tag (nothing cached it yet): give it one. */
-    if (!PyUnstable_Type_AssignVersionTag(tp)) {
-        PyErr_Format(PyExc_RuntimeError, "cannot freeze class %s (no version tag)", tp->tp_name);
-        return -1;
-    }
     if (PyType_Watch(watcher_id, (PyObject *)tp) < 0)
         return -1;
     freezing = tp;
-    PyType_Modified(tp);
+    /* PyType_Modified skips a type without a version tag (nothing cached it yet), so it gets one; a
+     * write to the class on another thread may drop it again before we get the lock: then retry. */
+    for (int tries = 0; tries < 1000 && !(PyType_GetFlags(tp) & Py_TPFLAGS_IMMUTABLETYPE); tries++) {
+        if (PyUnstable_Type_AssignVersionTag(tp))
+            PyType_Modified(tp);
+    }
     freezing = NULL;
     /* The watcher id is ours alone: unwatching clears only our bit. */
     PyType_Unwatch(watcher_id, (PyObject *)tp);

@@ -50,7 +50,7 @@ _COMMON = {
     "LOAD_SPECIAL", "NOT_TAKEN", "POP_ITER",
 }
 # Refused: the interactive prompt's printer and star imports. (3.14's template strings, BUILD_TEMPLATE
-# and BUILD_INTERPOLATION, are not on the list: the source policy refuses the syntax.)
+# and BUILD_INTERPOLATION, are not on the list either: a bundle using them fails this check at pack.)
 REFUSED = {"PRINT_EXPR", "IMPORT_STAR"}
 ALLOWED: frozenset[str] = frozenset(_COMMON - REFUSED)
 
