@@ -106,7 +106,9 @@ class Runtime:
                                             cooldown_s=cfg.breaker_cooldown_ms / 1000,
                                             probes=cfg.breaker_probes)),
             starvation_yields=cfg.starvation_yields, yield_s=cfg.yield_ms / 1000, yield_to_higher=cfg.yield_ms > 0,
-            gil_slice_s=None if cfg.gil_slice_us < 0 else cfg.gil_slice_us / 1e6)
+            # Without a GIL (free-threaded CPython with it off) there is nothing to hand off: no pause.
+            gil_slice_s=None if cfg.gil_slice_us < 0 or not getattr(sys, "_is_gil_enabled", lambda: True)()
+            else cfg.gil_slice_us / 1e6)
         self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._kept_lock = threading.Lock()
         self._listener: Callable[[dict[str, Any]], None] | None = None
