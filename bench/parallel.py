@@ -9,12 +9,22 @@ parts of the script do not, so the scaling says how much of an inference is GIL-
 bench/isolation.py, is the way past that on GIL CPython). The run alternates the two configurations
 and keeps the median of each.
 
-Last line: JSON with ``throughput_1``, ``throughput_2`` (inferences per second) and ``scaling``.
+On free-threaded CPython (3.14t, GIL off) the Python parts run in parallel too, in thread mode.
+
+    parallel.py [--isolation thread|process] [--vs PYTHON]
+
+``--vs PYTHON`` also measures the single caller under another interpreter (say 3.11's venv python) in
+the same run and reports ``latency_ratio``: this interpreter's single-caller latency over that one's.
+
+Last line: JSON with ``throughput_1``, ``throughput_2`` (inferences per second), ``scaling``,
+``latency_ms_1`` (one caller), the interpreter (``python``, ``gil_enabled``) and the isolation mode.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -67,20 +77,42 @@ def throughput(bundle: Path, keys_dir: Path, workers: int, payload: bytes, isola
     return sum(done) / elapsed
 
 
+def _gil_enabled() -> bool:
+    return getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--isolation", choices=("thread", "process"), default="thread")
+    ap.add_argument("--vs", metavar="PYTHON", help="also measure one caller under this interpreter")
+    ap.add_argument("--single", action="store_true", help="only one caller (what --vs runs)")
+    args = ap.parse_args()
     with tempfile.TemporaryDirectory() as td:
         out = Path(td)
         keys.generate(out / "keys")
         build_bundle.main(out, out / "keys", targets=[f"{sys.version_info[0]}.{sys.version_info[1]}"])
         payload = msgpack.packb(big_request(), use_bin_type=True)
+        bundle = out / "home-rerank.evb"
         one, two = [], []
         for _ in range(3):
-            one.append(throughput(out / "home-rerank.evb", out / "keys", 1, payload))
-            two.append(throughput(out / "home-rerank.evb", out / "keys", 2, payload))
+            one.append(throughput(bundle, out / "keys", 1, payload, args.isolation))
+            if args.single:
+                continue
+            two.append(throughput(bundle, out / "keys", 2, payload, args.isolation))
             print(f"1 caller, 1 worker {one[-1]:8.1f}/s   2 callers, 2 workers {two[-1]:8.1f}/s")
-    t1, t2 = statistics.median(one), statistics.median(two)
-    print(json.dumps({"throughput_1": round(t1, 1), "throughput_2": round(t2, 1), "scaling": round(t2 / t1, 3),
-                      "isolation": "thread", "seconds_per_run": SECONDS}))
+    t1 = statistics.median(one)
+    result = {"throughput_1": round(t1, 1), "latency_ms_1": round(1000 / t1, 3), "isolation": args.isolation,
+              "python": sys.version.split()[0], "gil_enabled": _gil_enabled(), "seconds_per_run": SECONDS}
+    if not args.single:
+        t2 = statistics.median(two)
+        result.update(throughput_2=round(t2, 1), scaling=round(t2 / t1, 3))
+    if args.vs:
+        proc = subprocess.run([args.vs, __file__, "--single", "--isolation", args.isolation], capture_output=True,
+                              text=True, check=True)
+        other = json.loads(proc.stdout.strip().splitlines()[-1])
+        result.update(vs_python=other["python"], vs_latency_ms_1=other["latency_ms_1"],
+                      latency_ratio=round(result["latency_ms_1"] / other["latency_ms_1"], 3))
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ inline sources."""
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,9 @@ from nacl.public import SealedBox
 from vm.bundle import format as bundle_format
 from vm.bundle import keys as keys_mod
 from vm.tools.packer import pack
+
+# The pack target the tests use: the running interpreter's own version (the suite runs on 3.11-3.14).
+TARGET = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +68,7 @@ class BundleMaker:
                     "entries": entries or {"b": "features:entry"}, **(extra or {})}
         (src / "bundle.json").write_text(json.dumps(manifest))
         out = self.root / f"b{self.count}.evb"
-        pack(src, keys_dir or self.keys_dir, out, targets=targets or ["3.11"], skip_source_policy=skip_policy)
+        pack(src, keys_dir or self.keys_dir, out, targets=targets or [TARGET], skip_source_policy=skip_policy)
         return out
 
 

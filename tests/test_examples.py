@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TARGET
 
 from examples.photo import build_bundle as photo_build
 from examples.ranking import build_bundle as ranking_build
@@ -17,8 +18,8 @@ from vm.host.runtime import Runtime
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("examples")
-    ranking_build.main(out, keys_dir, targets=["3.11"])
-    photo_build.main(out, keys_dir, targets=["3.11"])
+    ranking_build.main(out, keys_dir, targets=[TARGET])
+    photo_build.main(out, keys_dir, targets=[TARGET])
     return out
 
 

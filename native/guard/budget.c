@@ -120,6 +120,15 @@ hook_arena_free(void *ctx, void *ptr, size_t n)
 static PyObject *
 memory_install(PyObject *self, PyObject *noargs)
 {
+#ifdef Py_GIL_DISABLED
+    /* Free-threaded CPython allocates objects and PyMem blocks from mimalloc's heaps, which neither
+     * the raw hook nor the arena hook sees, and it exports no way to size a block when it is freed:
+     * a budget here would not hold (a 400 MB allocation passed a 64 MB one), so it refuses. */
+    PyErr_SetString(PyExc_RuntimeError, "the per-call memory budget cannot be enforced on free-threaded CPython "
+                    "(its allocator bypasses the budget's hooks): use process isolation, where rlimits cap each "
+                    "worker's memory");
+    return NULL;
+#endif
     if (!installed) {
         PyMemAllocatorEx hook = {NULL, hook_malloc, hook_calloc, hook_realloc, hook_free};
         PyObjectArenaAllocator arena = {NULL, hook_arena_alloc, hook_arena_free};

@@ -6,10 +6,12 @@
  *   raise_unless_done(flag, tid, exc)   the watchdog's side: raise exc in thread tid if still inside
  *   kill_start(tid, exc, marker)        the last resort for a script that keeps catching its timeout
  *
- * The GIL serialises run_guarded and raise_unless_done: both are C functions that run no Python
- * bytecode in between their checks and their effects, so an asynchronous exception can only be
- * delivered while the script itself runs; one raised just as the call returned is dropped before
- * run_guarded returns (drop_late_timeout), so it never surfaces in the runtime's own code.
+ * The hand-off lock (below) serialises run_guarded's state changes and raise_unless_done's check and
+ * raise: raise_unless_done only raises while the flag says the call runs, and run_guarded marks it
+ * done under the same lock, so an asynchronous exception can only be delivered while the script itself
+ * runs; one raised just as the call returned is already pending when the flag changes and is dropped
+ * before run_guarded returns (drop_late_timeout), so it never surfaces in the runtime's own code.
+ * (Before 3.13 the GIL alone serialised them; a free-threaded build has no GIL.)
  *
  * An asynchronous exception waits for the next bytecode, and the watchdog (Python) cannot even run
  * while one C call holds the GIL (a product of huge integers, a container filled from a C iterator).
@@ -24,6 +26,23 @@ _Thread_local double guard_call_deadline = 0;
 _Thread_local int guard_late_refused = 0;
 
 enum { FLAG_RUNNING = 0, FLAG_DONE = 1, FLAG_NOT_STARTED = 2 };
+
+/* PyMutex (3.13+) detaches the waiting thread from the interpreter, so waiting for it never blocks a
+ * stop-the-world pause that another thread holding it is waiting for. Before 3.13 the GIL serialises. */
+#if PY_VERSION_HEX >= 0x030D0000
+static PyMutex handoff_lock; /* the flags of guarded calls, against raise_unless_done */
+static PyMutex kill_lock;    /* kill_tids, kill_exc, kill_marker and switching the trace function */
+#define LOCK(m) PyMutex_Lock(&(m))
+#define UNLOCK(m) PyMutex_Unlock(&(m))
+#else
+#define LOCK(m) ((void)0)
+#define UNLOCK(m) ((void)0)
+#endif
+/* This thread holds kill_lock: Python code it runs meanwhile (an audit hook called by
+ * PyEval_SetTraceAllThreads) is not traced, or kill_trace would wait for the lock forever. */
+static _Thread_local int holding_kill_lock = 0;
+#define KILL_LOCK() (LOCK(kill_lock), holding_kill_lock = 1)
+#define KILL_UNLOCK() (holding_kill_lock = 0, UNLOCK(kill_lock))
 
 static int
 get_flag(PyObject *flag, char **out)
@@ -49,23 +68,33 @@ static PyObject *kill_marker = NULL; /* key present in every sandbox's builtins 
 static int
 kill_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
-    if (what != PyTrace_CALL && what != PyTrace_LINE)
+    if ((what != PyTrace_CALL && what != PyTrace_LINE) || holding_kill_lock)
         return 0;
     PyObject *tid = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
-    int mine = tid ? PySet_Contains(kill_tids, tid) : -1;
+    PyObject *exc = NULL, *marker = NULL;
+    KILL_LOCK();
+    int mine = tid && kill_tids ? PySet_Contains(kill_tids, tid) : -1;
+    if (mine > 0) {
+        exc = Py_NewRef(kill_exc);
+        marker = Py_NewRef(kill_marker);
+    }
+    KILL_UNLOCK();
     Py_XDECREF(tid);
     if (mine <= 0) {
         PyErr_Clear();
         return 0;
     }
     PyObject *builtins = PyFrame_GetBuiltins(frame);
-    int script = builtins && PyDict_Check(builtins) && PyDict_GetItemWithError(builtins, kill_marker) != NULL;
+    int script = builtins && PyDict_Check(builtins) && PyDict_GetItemWithError(builtins, marker) != NULL;
     Py_XDECREF(builtins);
+    Py_DECREF(marker);
     if (!script) {
+        Py_DECREF(exc);
         PyErr_Clear();
         return 0;
     }
-    PyErr_SetString(kill_exc, "the call ran past its deadline and was stopped");
+    PyErr_SetString(exc, "the call ran past its deadline and was stopped");
+    Py_DECREF(exc);
     return -1;
 }
 
@@ -86,19 +115,33 @@ kill_start(PyObject *self, PyObject *args)
     PyObject *exc, *marker;
     if (!PyArg_ParseTuple(args, "kOU", &tid, &exc, &marker))
         return NULL;
-    if (kill_tids == NULL && (kill_tids = PySet_New(NULL)) == NULL)
-        return NULL;
-    Py_XSETREF(kill_exc, Py_NewRef(exc));
-    Py_XSETREF(kill_marker, Py_NewRef(marker));
     PyObject *key = PyLong_FromUnsignedLong(tid);
-    if (key == NULL || PySet_Add(kill_tids, key) < 0) {
-        Py_XDECREF(key);
+    if (key == NULL)
         return NULL;
+    PyObject *old_exc = NULL, *old_marker = NULL, *fresh = kill_tids ? NULL : PySet_New(NULL);
+    KILL_LOCK();
+    if (kill_tids == NULL)
+        kill_tids = Py_XNewRef(fresh);
+    int rc = kill_tids == NULL ? -1 : 0;
+    if (rc == 0) {
+        old_exc = kill_exc;
+        old_marker = kill_marker;
+        kill_exc = Py_NewRef(exc);
+        kill_marker = Py_NewRef(marker);
+        rc = PySet_Add(kill_tids, key);
     }
-    Py_DECREF(key);
 #if PY_VERSION_HEX >= 0x030D0000
-    PyEval_SetTraceAllThreads(kill_trace, NULL);
-#else
+    if (rc == 0)
+        PyEval_SetTraceAllThreads(kill_trace, NULL);
+#endif
+    KILL_UNLOCK();
+    Py_DECREF(key);
+    Py_XDECREF(fresh);
+    Py_XDECREF(old_exc); /* outside the lock: a decref may run arbitrary code */
+    Py_XDECREF(old_marker);
+    if (rc < 0)
+        return NULL;
+#if PY_VERSION_HEX < 0x030D0000
     PyThreadState *t = find_thread(tid);
     if (t == NULL)
         Py_RETURN_FALSE;
@@ -112,11 +155,15 @@ kill_start(PyObject *self, PyObject *args)
 static void
 kill_stop_current(void)
 {
-    if (kill_tids == NULL || PySet_GET_SIZE(kill_tids) == 0)
+    KILL_LOCK();
+    int none = kill_tids == NULL || PySet_GET_SIZE(kill_tids) == 0;
+    KILL_UNLOCK();
+    if (none)
         return;
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyObject *key = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    KILL_LOCK();
     if (key != NULL && PySet_Discard(kill_tids, key) == 1) {
 #if PY_VERSION_HEX >= 0x030D0000
         if (PySet_GET_SIZE(kill_tids) == 0)
@@ -125,6 +172,7 @@ kill_stop_current(void)
         PyEval_SetTrace(NULL, NULL);
 #endif
     }
+    KILL_UNLOCK();
     Py_XDECREF(key);
     PyErr_Clear();
     PyErr_Restore(type, value, tb);
@@ -230,9 +278,13 @@ run_guarded(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     int outer_late = guard_late_refused;
     guard_call_deadline = deadline > 0 ? deadline : 1e-9;
     guard_late_refused = 0;
+    LOCK(handoff_lock);
     flag[0] = FLAG_RUNNING;
+    UNLOCK(handoff_lock);
     PyObject *res = PyObject_Vectorcall(fn, args + 4, (size_t)(nargs - 4), NULL);
+    LOCK(handoff_lock);
     flag[0] = FLAG_DONE;
+    UNLOCK(handoff_lock);
     guard_call_deadline = outer_deadline;
     if (res == NULL && guard_late_refused) {
         PyErr_Clear();
@@ -256,9 +308,9 @@ raise_unless_done(PyObject *self, PyObject *args)
         return NULL;
     if (get_flag(flagobj, &flag) < 0)
         return NULL;
-    if (flag[0] != FLAG_RUNNING)
-        Py_RETURN_FALSE;
-    int n = PyThreadState_SetAsyncExc(tid, exc);
+    LOCK(handoff_lock);
+    int n = flag[0] == FLAG_RUNNING ? PyThreadState_SetAsyncExc(tid, exc) : 0;
+    UNLOCK(handoff_lock);
     return PyBool_FromLong(n == 1);
 }
 

@@ -142,6 +142,8 @@ patch_wrapper(const char *name, void *orig, void *capped)
     return 0;
 }
 
+static PyObject *install_once(PyObject *exc);
+
 static PyObject *
 int_caps_install(PyObject *self, PyObject *exc)
 {
@@ -149,9 +151,25 @@ int_caps_install(PyObject *self, PyObject *exc)
         PyErr_SetString(PyExc_TypeError, "int_caps_install(exc): exc must be an exception class");
         return NULL;
     }
-    Py_XSETREF(refused_exc, Py_NewRef(exc));
+#if PY_VERSION_HEX >= 0x030D0000
+    static PyMutex install_lock; /* without a GIL, two first calls at once would patch twice */
+    PyMutex_Lock(&install_lock);
+#endif
+    PyObject *rc = install_once(exc);
+#if PY_VERSION_HEX >= 0x030D0000
+    PyMutex_Unlock(&install_lock);
+#endif
+    return rc;
+}
+
+/* The first call installs the caps, raising exc; later calls keep them as they are (a guarded call on
+ * another thread may be raising refused_exc at this moment, so it is never replaced). */
+static PyObject *
+install_once(PyObject *exc)
+{
     if (orig_pow != NULL)
         Py_RETURN_NONE;
+    refused_exc = Py_NewRef(exc);
     PyNumberMethods *nb = PyLong_Type.tp_as_number;
     orig_floordiv = nb->nb_floor_divide;
     orig_mod = nb->nb_remainder;

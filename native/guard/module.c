@@ -19,7 +19,15 @@ guard_exec(PyObject *module)
     return 0;
 }
 
-static PyModuleDef_Slot slots[] = {{Py_mod_exec, guard_exec}, {0, NULL}};
+/* Every mechanism is thread-safe without the GIL (each file says how), except the memory budget,
+ * which refuses to install on a free-threaded build (budget.c). */
+static PyModuleDef_Slot slots[] = {
+    {Py_mod_exec, guard_exec},
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "vm.guard._guard", NULL, 0, NULL, slots};
 

@@ -34,8 +34,26 @@ guarded_setattro(PyObject *obj, PyObject *name, PyObject *value)
     return PyObject_GenericSetAttr(obj, name, value);
 }
 
+static PyObject *freeze_object_locked(PyObject *obj);
+
+/* Serialises freezing (without a GIL, two threads could both create `frozen`, or both swap one type's
+ * tp_setattro); guarded_setattro only reads `frozen`, published before any type points at it. */
 static PyObject *
 freeze_object(PyObject *self, PyObject *obj)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    static PyMutex lock;
+    PyMutex_Lock(&lock);
+#endif
+    PyObject *res = freeze_object_locked(obj);
+#if PY_VERSION_HEX >= 0x030D0000
+    PyMutex_Unlock(&lock);
+#endif
+    return res;
+}
+
+static PyObject *
+freeze_object_locked(PyObject *obj)
 {
     PyTypeObject *tp = Py_TYPE(obj);
     if (PyType_Check(obj) || (tp->tp_dictoffset == 0 && !(tp->tp_flags & Py_TPFLAGS_MANAGED_DICT)) ||
@@ -51,7 +69,7 @@ freeze_object(PyObject *self, PyObject *obj)
     if (rc < 0)
         return NULL;
     if (tp->tp_setattro != guarded_setattro) {
-        tp->tp_setattro = guarded_setattro;
+        __atomic_store_n(&tp->tp_setattro, guarded_setattro, __ATOMIC_RELEASE);
         PyType_Modified(tp);
     }
     Py_RETURN_TRUE;

@@ -316,7 +316,13 @@ lockdown_apply(PyObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
 
-    applied = 1; /* from here on nothing can be undone */
+    if (__atomic_exchange_n(&applied, 1, __ATOMIC_SEQ_CST)) { /* another thread got here first (no GIL) */
+        PyMem_Free(keep);
+        Py_DECREF(kept);
+        PyErr_SetString(PyExc_RuntimeError, "lockdown: already applied in this process");
+        return NULL;
+    }
+    /* from here on nothing can be undone */
     int rc = close_other_fds(keep, nkeep);
     PyMem_Free(keep);
     if (rc < 0) {
@@ -417,7 +423,15 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "vm.isolation._lockdown", NULL, 0, methods};
+/* No state but `applied`, taken atomically: safe without the GIL. */
+static PyModuleDef_Slot slots[] = {
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "vm.isolation._lockdown", NULL, 0, methods, slots};
 
 PyMODINIT_FUNC
 PyInit__lockdown(void)

@@ -7,7 +7,8 @@
  *
  * Constants are plain data or code, opcodes are on the interpreter's allowlist (vm/policy/opcodes.py
  * builds the table), operand indices, jump targets, inline caches and the exception table are in
- * range, and the stack depth is checked on every path. Runs with the GIL held.
+ * range, and the stack depth is checked on every path. Keeps no state between calls, so it runs on
+ * several threads at once where there is no GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -53,7 +54,7 @@ enum {
     OP_GET_ANEXT, OP_FOR_ITER, OP_SEND, OP_PUSH_EXC_INFO, OP_POP_EXCEPT, OP_RERAISE, OP_NEEDS_EXC,
     OP_WITH_EXCEPT_START, OP_CHECK_EXC_MATCH, OP_CHECK_EG_MATCH, OP_PREP_RERAISE_STAR, OP_INTRINSIC_1,
     OP_INTRINSIC_2, OP_MATCH_KEYS, OP_JUMP_IF_NOT_NONE, OP_KW_NAMES, OP_PRECALL, OP_CALL, OP_CALL_KW,
-    OP_LIST_EXTEND,
+    OP_LIST_EXTEND, OP_LOAD_NAME,
 };
 enum { REQ_GEN = 1, REQ_ASYNC = 2, REQ_ASYNC_GEN = 4, REQ_UNOPTIMIZED = 8 };
 enum { INTRINSIC_STOPITERATION_ERROR = 3, INTRINSIC_ASYNC_GEN_WRAP = 4, INTRINSIC_LIST_TO_TUPLE = 6 };
@@ -99,6 +100,8 @@ typedef struct {
     PyObject *attr_special; /* attribute names never accepted without the caller's judgement */
     PyObject *protected_;   /* global names never accepted without the caller's judgement */
     PyObject *reports;      /* list of (code, offset, name_class, name, prev_op, prev_arg) */
+    void *scratch;          /* the stack analysis' space, reused across this call's code objects */
+    size_t scratch_size;
 } verifier_t;
 
 static int
@@ -180,19 +183,32 @@ check_const(PyObject *c, int depth)
     if (depth > 20)
         return 0;
     if (PyTuple_CheckExact(c)) {
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c); i++)
-            if (!check_const(PyTuple_GET_ITEM(c, i), depth + 1))
-                return 0;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c); i++) {
+            int ok = check_const(PyTuple_GET_ITEM(c, i), depth + 1);
+            if (ok <= 0)
+                return ok;
+        }
         return 1;
     }
-    if (PyFrozenSet_CheckExact(c)) {
-        Py_ssize_t pos = 0;
-        PyObject *key;
-        Py_hash_t hash;
-        while (_PySet_NextEntry(c, &pos, &key, &hash))
-            if (!check_const(key, depth + 1))
-                return 0;
+    if (Py_IS_TYPE(c, &PySlice_Type)) { /* 3.14 folds constant slices (x[1:2]) */
+        PySliceObject *sl = (PySliceObject *)c;
+        PyObject *parts[3] = {sl->start, sl->stop, sl->step};
+        for (int i = 0; i < 3; i++) {
+            int ok = check_const(parts[i], depth + 1);
+            if (ok <= 0)
+                return ok;
+        }
         return 1;
+    }
+    if (PyFrozenSet_CheckExact(c)) { /* iterated through the public API (_PySet_NextEntry is private) */
+        PyObject *it = PyObject_GetIter(c), *key;
+        int ok = it != NULL;
+        while (ok == 1 && (key = PyIter_Next(it)) != NULL) {
+            ok = check_const(key, depth + 1);
+            Py_DECREF(key);
+        }
+        Py_XDECREF(it);
+        return PyErr_Occurred() ? -1 : ok;
     }
     return 0;
 }
@@ -220,21 +236,19 @@ merge_depth(int *depth, Py_ssize_t *work, Py_ssize_t *nwork, Py_ssize_t at, int 
     return 0;
 }
 
-/* Scratch space for the analysis, reused across code objects (verification runs with the GIL held). */
-static void *scratch = NULL;
-static size_t scratch_size = 0;
-
+/* Scratch space for the analysis, reused across one call's code objects: per call, not static, so
+ * that calls on several threads at once (free-threaded CPython, no GIL) never share it. */
 static void *
-scratch_for(size_t need)
+scratch_for(verifier_t *v, size_t need)
 {
-    if (need > scratch_size) {
-        void *grown = PyMem_Realloc(scratch, need);
+    if (need > v->scratch_size) {
+        void *grown = PyMem_Realloc(v->scratch, need);
         if (grown == NULL)
             return PyErr_NoMemory();
-        scratch = grown;
-        scratch_size = need;
+        v->scratch = grown;
+        v->scratch_size = need;
     }
-    return scratch;
+    return v->scratch;
 }
 
 /* ---- The type pass ------------------------------------------------------------------------------
@@ -247,6 +261,7 @@ scratch_for(size_t need)
 enum {
     T_ANY, T_CELL, T_TUPLE_EVEN, T_TUPLE_ODD, T_TUPLE, T_LIST, T_EXCLIST, T_SET, T_DICT, T_FUNC, T_COMPFUNC,
     T_ITER, T_SENDABLE, T_EXC, T_EXC_OR_NONE, T_EXCPREV, T_LASTI,
+    T_GENFUNC, /* a generator expression's function: like T_COMPFUNC, and calling it gives an iterator */
     T_CLOSURE = 64, /* + n: a tuple of n cells (1 <= n <= MAX_CLOSURE) */
 };
 #define MAX_CLOSURE 191
@@ -255,6 +270,12 @@ static int
 is_tuple(int t)
 {
     return t == T_TUPLE_EVEN || t == T_TUPLE_ODD || t == T_TUPLE || t > T_CLOSURE;
+}
+
+static int
+is_compfunc(int t)
+{
+    return t == T_COMPFUNC || t == T_GENFUNC;
 }
 
 static int
@@ -502,7 +523,7 @@ tapply(typed_t *t, tstate_t *s, Py_ssize_t unit, int op, const oprow_t *r, int b
         break;
     case OP_SWAP: {
         uint8_t a = tg[d - 1];
-        if (a == T_COMPFUNC || tg[d - arg] == T_COMPFUNC)
+        if (is_compfunc(a) || is_compfunc(tg[d - arg]))
             return tfail(t, unit, "moves a comprehension's function", op);
         tg[d - 1] = tg[d - arg];
         tg[d - arg] = a;
@@ -510,12 +531,19 @@ tapply(typed_t *t, tstate_t *s, Py_ssize_t unit, int op, const oprow_t *r, int b
     }
     case OP_COPY:
         tag = tg[d - arg];
-        if (tag == T_COMPFUNC)
+        if (is_compfunc(tag))
             return tfail(t, unit, "copies a comprehension's function", op);
         if (tag == T_EXCLIST) /* two references to one list: appends through either are not followed */
             tag = tg[d - arg] = T_LIST;
         top = tag;
         lo = d;
+        break;
+    case OP_LOAD_NAME:
+        /* 3.14 records which conditional annotations ran with LOAD_NAME __conditional_annotations__;
+         * SET_ADD. The name is only ever bound to a new set (vm/policy/verifier.py checks every store
+         * of it, and the source policy refuses it in scripts), so loading it gives a set. */
+        if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(t->co->co_names, arg), "__conditional_annotations__") == 0)
+            top = T_SET;
         break;
     case OP_LOAD_CONST: {
         PyObject *c = PyTuple_GET_ITEM(t->co->co_consts, arg);
@@ -584,15 +612,16 @@ tapply(typed_t *t, tstate_t *s, Py_ssize_t unit, int op, const oprow_t *r, int b
         if ((arg & 1) && !is_tuple(tg[p--]))
             return tfail(t, unit, "a function's defaults are not a tuple", op);
 #endif
-        top = comp_code(t->v, fc) ? T_COMPFUNC : T_FUNC;
+        top = !comp_code(t->v, fc) ? T_FUNC : (fc->co_flags & F_GENERATOR) ? T_GENFUNC : T_COMPFUNC;
         break;
     }
     case OP_SET_FUNCTION_ATTRIBUTE: {
         uint8_t f = tg[d - 1], a = tg[d - 2];
-        if (f != T_FUNC && f != T_COMPFUNC)
+        if (f != T_FUNC && !is_compfunc(f))
             return tfail(t, unit, "SET_FUNCTION_ATTRIBUTE on something other than a new function", op);
         if ((arg == 8 && (w->made_nfree <= 0 || a != T_CLOSURE + w->made_nfree)) ||
-            (arg == 4 && a != T_TUPLE_EVEN) || (arg == 2 && a != T_DICT) || (arg == 1 && !is_tuple(a)))
+            (arg == 4 && a != T_TUPLE_EVEN) || (arg == 2 && a != T_DICT) || (arg == 1 && !is_tuple(a)) ||
+            (arg == 16 && a != T_FUNC)) /* 3.14: __annotate__, a function made from the same source */
             return tfail(t, unit, "a function attribute of the wrong kind", op);
         comp_call = 1; /* the function goes back on the stack */
         top = f;
@@ -686,13 +715,16 @@ tapply(typed_t *t, tstate_t *s, Py_ssize_t unit, int op, const oprow_t *r, int b
     case OP_PRECALL:
     case OP_CALL:
         /* a comprehension's function, called at once with its iterator as the only argument */
-        comp_call = arg == 0 && d >= 2 && tg[d - 2] == T_COMPFUNC && tg[d - 1] == T_ITER;
+        comp_call = arg == 0 && d >= 2 && is_compfunc(tg[d - 2]) && tg[d - 1] == T_ITER;
+        /* 3.14 iterates a generator expression's generator at once (list(x for x in y) inlined) */
+        if (comp_call && r->typed == OP_CALL && tg[d - 2] == T_GENFUNC)
+            top = T_ITER;
         break;
     default:
         break;
     }
     for (int p = lo; p < d; p++)
-        if (tg[p] == T_COMPFUNC && !comp_call)
+        if (is_compfunc(tg[p]) && !comp_call)
             return tfail(t, unit, "a comprehension's function is used other than by calling it with its iterator", op);
     for (int p = lo; p < nd; p++)
         tg[p] = T_ANY;
@@ -821,7 +853,7 @@ check_stack(verifier_t *v, PyCodeObject *co, PyObject *codeobj, const uint8_t *b
     const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(co->co_exceptiontable);
     Py_ssize_t n = PyBytes_GET_SIZE(co->co_exceptiontable), pos = 0;
     size_t max_entries = (size_t)(n / 4 + 1);
-    char *base = scratch_for((sizeof(int) * 2 + sizeof(Py_ssize_t)) * (size_t)nunits +
+    char *base = scratch_for(v, (sizeof(int) * 2 + sizeof(Py_ssize_t)) * (size_t)nunits +
                              sizeof(exc_entry_t) * max_entries);
     if (base == NULL)
         return -1;
@@ -1167,7 +1199,9 @@ scan_bytecode(verifier_t *v, PyCodeObject *co, PyObject *codeobj)
             break;
         case ARG_ENUM: {
             long e = arg >> r->shift;
-            if (e > r->max || (e < 8 && ((r->deny_mask >> e) & 1))) {
+            /* SET_FUNCTION_ATTRIBUTE indexes a table of field offsets with one bit (0 elsewhere) */
+            if (e > r->max || (e < 8 && ((r->deny_mask >> e) & 1)) ||
+                (r->typed == OP_SET_FUNCTION_ATTRIBUTE && (e & (e - 1)))) {
                 fail_at(codeobj, i, r->typed == OP_INTRINSIC_1 || r->typed == OP_INTRINSIC_2
                                         ? "intrinsic not allowed (star imports, PEP 695 type parameters)"
                                         : "operand out of range", op);
@@ -1320,13 +1354,16 @@ verify_code(verifier_t *v, PyObject *code, int depth)
     }
     if (scan_bytecode(v, co, code) < 0)
         return -1;
+    int ok;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
         PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
         if (PyCode_Check(c)) {
             if (verify_code(v, c, depth + 1) < 0)
                 return -1;
         }
-        else if (!check_const(c, 0)) {
+        else if ((ok = check_const(c, 0)) <= 0) {
+            if (ok < 0)
+                return -1;
             PyErr_Format(PyExc_ValueError, "in %U: constant of type %s is not allowed", co->co_qualname,
                          Py_TYPE(c)->tp_name);
             return -1;
@@ -1354,6 +1391,7 @@ verify_tree(PyObject *self, PyObject *args)
     v.reports = PyList_New(0);
     if (v.reports && verify_code(&v, code, 0) < 0)
         Py_CLEAR(v.reports);
+    PyMem_Free(v.scratch);
     PyBuffer_Release(&table);
     return v.reports;
 }
@@ -1366,7 +1404,16 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "vm.policy._verify", NULL, 0, methods};
+/* Thread-safe without the GIL: all state is per call (the verifier_t on the caller's stack), and the
+ * code objects and constants it reads are immutable. */
+static PyModuleDef_Slot slots[] = {
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "vm.policy._verify", NULL, 0, methods, slots};
 
 PyMODINIT_FUNC
 PyInit__verify(void)

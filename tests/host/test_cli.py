@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TARGET
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,7 +88,7 @@ def test_keygen_refuses_to_replace_keys_unless_forced(tmp_path: Path) -> None:
 def test_pack_inspect_run(tmp_path: Path, keys: Path, secrets: list[str]) -> None:
     src = write_src(tmp_path, "def entry(inputs):\n    return {'y': inputs['x'] * 2}\n")
     out = tmp_path / "b.evb"
-    proc = edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", "3.11")
+    proc = edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", TARGET)
     assert proc.returncode == 0, proc.stderr
     assert "packed" in proc.stdout
 
@@ -119,7 +120,7 @@ def test_pack_inspect_run(tmp_path: Path, keys: Path, secrets: list[str]) -> Non
 
 def test_pack_reports_every_violation_with_file_line_col(tmp_path: Path, keys: Path) -> None:
     src = write_src(tmp_path, "import os\n\ndef entry(inputs):\n    return inputs.__dict__\n")
-    proc = edgevm("pack", str(src), "--keys", str(keys), "-o", str(tmp_path / "x.evb"), "--target", "3.11")
+    proc = edgevm("pack", str(src), "--keys", str(keys), "-o", str(tmp_path / "x.evb"), "--target", TARGET)
     assert proc.returncode != 0
     lines = proc.stderr.splitlines()
     assert any(line.startswith("features.py:1:1: import of 'os'") for line in lines), lines
@@ -130,7 +131,7 @@ def test_pack_reports_every_violation_with_file_line_col(tmp_path: Path, keys: P
 def test_run_failure_is_one_line_with_code(tmp_path: Path, keys: Path) -> None:
     src = write_src(tmp_path, "def entry(inputs):\n    return inputs['missing']\n")
     out = tmp_path / "b.evb"
-    assert edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", "3.11").returncode == 0
+    assert edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", TARGET).returncode == 0
     (tmp_path / "in.json").write_text("{}")
     run = edgevm("run", str(out), "--keys", str(keys), "--system", "s", "--business", "b",
                  "--input", str(tmp_path / "in.json"))
@@ -151,7 +152,7 @@ def test_run_failure_is_one_line_with_code(tmp_path: Path, keys: Path) -> None:
 def test_run_gives_the_same_answer_in_both_isolation_modes(tmp_path: Path, keys: Path, source: str, code: int) -> None:
     src = write_src(tmp_path, source)
     out = tmp_path / "b.evb"
-    assert edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", "3.11").returncode == 0
+    assert edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", TARGET).returncode == 0
     (tmp_path / "in.json").write_text('{"x": 21}')
     runs = {mode: edgevm("run", str(out), "--keys", str(keys), "--system", "s", "--business", "b", "--input",
                          str(tmp_path / "in.json"), "--isolation", mode, "--deadline-ms", "5000")
@@ -168,7 +169,7 @@ def test_run_gives_the_same_answer_in_both_isolation_modes(tmp_path: Path, keys:
 def test_run_with_wrong_keys_is_a_signature_error(tmp_path: Path, keys: Path) -> None:
     src = write_src(tmp_path, "def entry(inputs):\n    return 1\n")
     out = tmp_path / "b.evb"
-    assert edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", "3.11").returncode == 0
+    assert edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", TARGET).returncode == 0
     other = tmp_path / "other"
     assert edgevm("keygen", "--out", str(other)).returncode == 0
     (tmp_path / "in.json").write_text("{}")
@@ -182,7 +183,7 @@ def test_run_with_wrong_keys_is_a_signature_error(tmp_path: Path, keys: Path) ->
 def test_unsafe_skip_is_explicit_and_warned(tmp_path: Path, keys: Path) -> None:
     src = write_src(tmp_path, "def entry(inputs):\n    return inputs.__dict__\n")
     out = tmp_path / "b.evb"
-    proc = edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", "3.11",
+    proc = edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", TARGET,
                   "--unsafe-skip-source-policy")
     assert proc.returncode == 0 and "WARNING" in proc.stderr
     (tmp_path / "in.json").write_text("{}")
@@ -268,9 +269,9 @@ def tree(root: Path) -> dict[str, bytes]:
 def test_check_accepts_what_pack_accepts_without_keys_and_writes_nothing(tmp_path: Path) -> None:
     src = write_src(tmp_path, "def entry(inputs):\n    return 1\n")
     before = tree(tmp_path)
-    proc = edgevm("check", str(src), "--target", "3.11")
+    proc = edgevm("check", str(src), "--target", TARGET)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("ok: cli 1.0.0: entries b; modules features;") and "3.11" in proc.stdout
+    assert proc.stdout.startswith("ok: cli 1.0.0: entries b; modules features;") and TARGET in proc.stdout
     assert tree(tmp_path) == before
 
 
@@ -279,9 +280,9 @@ def test_check_and_pack_refuse_an_entry_naming_a_missing_function(tmp_path: Path
                     entries={"b": "features:entri", "c": "features:entry"})
     expected = ("error[bad_input/1]: bundle.json: entry 'b' names features:entri, but features.py defines no "
                 "'entri' at its top level (did you mean 'entry'?)\n")
-    check = edgevm("check", str(src), "--target", "3.11")
+    check = edgevm("check", str(src), "--target", TARGET)
     assert (check.returncode, check.stdout, check.stderr) == (11, "", expected)
-    pack = edgevm("pack", str(src), "--keys", str(keys), "-o", str(tmp_path / "x.evb"), "--target", "3.11")
+    pack = edgevm("pack", str(src), "--keys", str(keys), "-o", str(tmp_path / "x.evb"), "--target", TARGET)
     assert (pack.returncode, pack.stderr) == (11, expected)
     assert not (tmp_path / "x.evb").exists()
 
@@ -289,7 +290,7 @@ def test_check_and_pack_refuse_an_entry_naming_a_missing_function(tmp_path: Path
 def test_a_syntax_error_is_a_script_error_with_file_line_col_not_a_policy_error(tmp_path: Path, keys: Path) -> None:
     src = write_src(tmp_path, "import os\n\ndef entry(inputs:\n    return 1\n")
     for args in (["check", str(src)], ["pack", str(src), "--keys", str(keys), "-o", str(tmp_path / "x.evb")]):
-        proc = edgevm(*args, "--target", "3.11")
+        proc = edgevm(*args, "--target", TARGET)
         lines = proc.stderr.splitlines()
         assert proc.returncode == 16, proc.stderr
         assert lines[0] == "features.py:3:10: syntax error: '(' was never closed"
@@ -297,7 +298,7 @@ def test_a_syntax_error_is_a_script_error_with_file_line_col_not_a_policy_error(
         assert len(lines) == 2
     assert not (tmp_path / "x.evb").exists()
     (src / "features.py").write_text("import os\n\ndef entry(inputs):\n    return 1\n")
-    policy = edgevm("check", str(src), "--target", "3.11")
+    policy = edgevm("check", str(src), "--target", TARGET)
     assert policy.returncode == 15 and policy.stderr.splitlines()[-1].startswith("error[policy/5]")
 
 
@@ -305,7 +306,7 @@ def test_a_refused_import_names_the_modules_scripts_may_import(tmp_path: Path) -
     from vm.policy.rules import ALLOWED_IMPORTS
 
     src = write_src(tmp_path, "import maths\n\ndef entry(inputs):\n    return 1\n")
-    proc = edgevm("check", str(src), "--target", "3.11")
+    proc = edgevm("check", str(src), "--target", TARGET)
     first = proc.stderr.splitlines()[0]
     assert first.startswith("features.py:1:1: import of 'maths' is not allowed (did you mean 'math'?); "
                             "scripts may import "), first
@@ -337,7 +338,7 @@ def run_bundle(tmp_path_factory: pytest.TempPathFactory, keys: Path) -> Path:
     root = tmp_path_factory.mktemp("run")
     src = write_src(root, RUN_SCRIPT, entries={"b": "features:entry", "c": "features:entry"})
     out = root / "run.evb"
-    proc = edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", "3.11")
+    proc = edgevm("pack", str(src), "--keys", str(keys), "-o", str(out), "--target", TARGET)
     assert proc.returncode == 0, proc.stderr
     return out
 

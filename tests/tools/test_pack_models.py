@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TARGET
 
 from vm.host.runtime import Runtime
 
@@ -66,7 +67,7 @@ def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_model_runs_in_the_sandbox(src: Path, keys_dir: Path, tmp_path: Path) -> None:
     from vm.tools.packer import pack
 
-    pack(src, keys_dir, tmp_path / "lin.evb", targets=["3.11"])
+    pack(src, keys_dir, tmp_path / "lin.evb", targets=[TARGET])
     x = np.random.default_rng(1).normal(size=(3, 16)).astype(np.float32)
     with Runtime({"keys": keys_dir, "deadline_ms": 2000}) as rt:
         info = rt.load(tmp_path / "lin.evb")
@@ -88,7 +89,7 @@ def test_model_runs_in_the_sandbox(src: Path, keys_dir: Path, tmp_path: Path) ->
 def test_pack_quantises_and_reports(src: Path, keys_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "q.evb"
     proc = subprocess.run([sys.executable, "-m", "vm.host.cli", "pack", str(src), "--keys", str(keys_dir), "-o", str(out),
-                           "--target", "3.11", "--quantize", "lin=uint8"], cwd=ROOT, capture_output=True, text=True)
+                           "--target", TARGET, "--quantize", "lin=uint8"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "model lin:" in proc.stdout and "size_before" in proc.stdout
     inspect = subprocess.run([sys.executable, "-m", "vm.host.cli", "inspect", str(out), "--keys", str(keys_dir)], cwd=ROOT,

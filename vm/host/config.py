@@ -17,6 +17,7 @@ from typing import Any
 from vm.bundle.keys import DeviceKeys, load_device
 from vm.data.config import DataConfig
 from vm.errors import BadInput
+from vm.guard import FREE_THREADED
 from vm.ml.profile import DeviceProfile
 from vm.update.config import UpdateConfig
 
@@ -56,7 +57,8 @@ class Config:
     low_workers: int = _opt(1, 1, 64, "worker threads of the low queue")
     memory_limit_mb: int = _opt(256, 1, 1 << 20, "memory budget of one script call; in process mode also what a "
                                                  "worker may allocate beyond its size when it locked down")
-    memory_guard: bool = _opt(True, doc="enforce memory_limit_mb (off: no per-call budget)")
+    memory_guard: bool = _opt(True, doc="enforce memory_limit_mb (off: no per-call budget; free-threaded CPython "
+                                        "has none in thread mode, and refuses one set explicitly there)")
     max_bundle_bytes: int = _opt(64 << 20, 1024, 1 << 34, "largest bundle accepted")
     max_input_bytes: int = _opt(16 << 20, 16, 1 << 31, "largest msgpack input, event or result")
     grace_ms: int = _opt(50, 1, 60_000, "how long past its deadline a call may run before its worker is retired (thread) or "
@@ -111,7 +113,13 @@ class Config:
             values[f.name] = _check(f.name, doc[f.name], f.default, f.metadata)
         if values.get("isolation") == "process" and not can_isolate():
             raise BadInput("config 'isolation': 'process' is not available on this OS; use 'thread'")
-        return cls(**values)
+        cfg = cls(**values)
+        if FREE_THREADED and cfg.isolation == "thread" and cfg.memory_guard and \
+                ("memory_limit_mb" in doc or "memory_guard" in doc):
+            raise BadInput("config 'memory_limit_mb': a per-call memory budget cannot be enforced in thread mode on "
+                           "free-threaded CPython (its allocator bypasses the budget's hooks); use 'isolation': "
+                           "'process' (rlimits cap each worker's memory) or set 'memory_guard' to false")
+        return cfg
 
 
 def _check(name: str, value: Any, default: Any, meta: Mapping[str, Any]) -> Any:

@@ -36,7 +36,7 @@ from vm.execution.breaker import BreakerConfig, Breakers
 from vm.execution.scheduler import CORE, Scheduler
 from vm.execution.tasks import Task
 from vm.execution.triggers import TriggerIndex
-from vm.guard import _guard, context
+from vm.guard import FREE_THREADED, _guard, context
 from vm.host.config import Config
 from vm.isolation.pool import Pool
 from vm.isolation.supervisor import Supervisor
@@ -52,8 +52,10 @@ MAX_LISTED_ROUTES = 20  # routes an unknown-route error lists
 
 
 def _memory_guard_supported() -> bool:
-    # The allocator hook measures blocks with malloc_usable_size(); the debug allocator wraps them.
-    return os.environ.get("PYTHONMALLOC", "") in ("", "malloc", "pymalloc") and not hasattr(sys, "gettotalrefcount")
+    # The allocator hook measures blocks with malloc_usable_size(); the debug allocator wraps them, and
+    # free-threaded CPython's mimalloc heaps bypass the hooks (process mode's rlimits still hold there).
+    return os.environ.get("PYTHONMALLOC", "") in ("", "malloc", "pymalloc") and \
+        not hasattr(sys, "gettotalrefcount") and not FREE_THREADED
 
 
 @dataclass
@@ -106,7 +108,9 @@ class Runtime:
                                             cooldown_s=cfg.breaker_cooldown_ms / 1000,
                                             probes=cfg.breaker_probes)),
             starvation_yields=cfg.starvation_yields, yield_s=cfg.yield_ms / 1000, yield_to_higher=cfg.yield_ms > 0,
-            gil_slice_s=None if cfg.gil_slice_us < 0 else cfg.gil_slice_us / 1e6)
+            # Without a GIL (free-threaded CPython with it off) there is nothing to hand off: no pause.
+            gil_slice_s=None if cfg.gil_slice_us < 0 or not getattr(sys, "_is_gil_enabled", lambda: True)()
+            else cfg.gil_slice_us / 1e6)
         self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._kept_lock = threading.Lock()
         self._listener: Callable[[dict[str, Any]], None] | None = None

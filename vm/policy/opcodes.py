@@ -11,7 +11,7 @@ import opcode
 import struct
 import sys
 
-# Opcodes CPython 3.11-3.13 emit for ordinary code (the union; each version uses its subset).
+# Opcodes CPython 3.11-3.14 emit for ordinary code (the union; each version uses its subset).
 _COMMON = {
     "NOP", "POP_TOP", "PUSH_NULL", "COPY", "SWAP", "RESUME", "EXTENDED_ARG", "CACHE",
     "UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "UNARY_POSITIVE", "TO_BOOL",
@@ -44,8 +44,13 @@ _COMMON = {
     "FORMAT_VALUE", "CONVERT_VALUE", "FORMAT_SIMPLE", "FORMAT_WITH_SPEC",
     "MATCH_CLASS", "MATCH_MAPPING", "MATCH_SEQUENCE", "MATCH_KEYS",
     "EXIT_INIT_CHECK",
+    # 3.14: borrowed loads, small ints and common constants as operands, `with` through LOAD_SPECIAL,
+    # a branch's NOT_TAKEN (a NOP) and the loop's POP_ITER
+    "LOAD_FAST_BORROW", "LOAD_FAST_BORROW_LOAD_FAST_BORROW", "LOAD_SMALL_INT", "LOAD_COMMON_CONSTANT",
+    "LOAD_SPECIAL", "NOT_TAKEN", "POP_ITER",
 }
-# Refused: the interactive prompt's printer and star imports.
+# Refused: the interactive prompt's printer and star imports. (3.14's template strings, BUILD_TEMPLATE
+# and BUILD_INTERPOLATION, are not on the list either: a bundle using them fails this check at pack.)
 REFUSED = {"PRINT_EXPR", "IMPORT_STAR"}
 ALLOWED: frozenset[str] = frozenset(_COMMON - REFUSED)
 
@@ -75,10 +80,11 @@ _ROW = struct.Struct("<BBBBBBHBBBBBBBB")
  OP_POP_ONLY, OP_MAKE_FUNCTION, OP_SET_FUNCTION_ATTRIBUTE, OP_GET_ITER, OP_GET_AWAITABLE, OP_GET_ANEXT, OP_FOR_ITER,
  OP_SEND, OP_PUSH_EXC_INFO, OP_POP_EXCEPT, OP_RERAISE, OP_NEEDS_EXC, OP_WITH_EXCEPT_START, OP_CHECK_EXC_MATCH,
  OP_CHECK_EG_MATCH, OP_PREP_RERAISE_STAR, OP_INTRINSIC_1, OP_INTRINSIC_2, OP_MATCH_KEYS, OP_JUMP_IF_NOT_NONE,
- OP_KW_NAMES, OP_PRECALL, OP_CALL, OP_CALL_KW, OP_LIST_EXTEND) = range(48)
+ OP_KW_NAMES, OP_PRECALL, OP_CALL, OP_CALL_KW, OP_LIST_EXTEND, OP_LOAD_NAME) = range(49)
 _TYPED: dict[str, int] = {
-    "LOAD_FAST": OP_LOAD_FAST, "LOAD_FAST_CHECK": OP_LOAD_FAST, "LOAD_FAST_AND_CLEAR": OP_LOAD_FAST_CLEAR,
-    "LOAD_FAST_LOAD_FAST": OP_LOAD_FAST_PAIR, "STORE_FAST": OP_STORE_FAST, "STORE_FAST_LOAD_FAST": OP_STORE_LOAD_FAST,
+    "LOAD_FAST": OP_LOAD_FAST, "LOAD_FAST_CHECK": OP_LOAD_FAST, "LOAD_FAST_BORROW": OP_LOAD_FAST,
+    "LOAD_FAST_AND_CLEAR": OP_LOAD_FAST_CLEAR, "LOAD_FAST_LOAD_FAST": OP_LOAD_FAST_PAIR,
+    "LOAD_FAST_BORROW_LOAD_FAST_BORROW": OP_LOAD_FAST_PAIR, "STORE_FAST": OP_STORE_FAST, "STORE_FAST_LOAD_FAST": OP_STORE_LOAD_FAST,
     "STORE_FAST_STORE_FAST": OP_STORE_FAST_PAIR, "DELETE_FAST": OP_DELETE_FAST,
     **dict.fromkeys(("LOAD_DEREF", "STORE_DEREF", "DELETE_DEREF", "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DEREF"),
                     OP_DEREF),
@@ -98,6 +104,7 @@ _TYPED: dict[str, int] = {
     **dict.fromkeys(("POP_JUMP_IF_NOT_NONE", "POP_JUMP_FORWARD_IF_NOT_NONE", "POP_JUMP_BACKWARD_IF_NOT_NONE"),
                     OP_JUMP_IF_NOT_NONE),
     "KW_NAMES": OP_KW_NAMES, "PRECALL": OP_PRECALL, "CALL": OP_CALL, "CALL_KW": OP_CALL_KW,
+    "LOAD_NAME": OP_LOAD_NAME,
 }
 
 # Which code objects may hold an instruction (co_flags): the compiler emits these only there.
@@ -107,6 +114,7 @@ _CODE_REQ: dict[str, int] = {
                     REQ_GEN),
     # (GET_AITER is not here: a plain function may create an async generator expression)
     **dict.fromkeys(("GET_AWAITABLE", "GET_ANEXT", "END_ASYNC_FOR", "BEFORE_ASYNC_WITH"), REQ_ASYNC),
+    # (LOAD_SPECIAL's __aenter__/__aexit__ are not here: the eval loop looks them up like any method)
     "ASYNC_GEN_WRAP": REQ_ASYNC_GEN,
     "LOAD_CLASSDEREF": REQ_UNOPTIMIZED,  # reads the frame's locals mapping, which only class bodies have
 }
@@ -129,12 +137,13 @@ _INPUTS: dict[str, tuple[int, int]] = {
         "JUMP_IF_TRUE_OR_POP", "FOR_ITER", "IMPORT_FROM", "PUSH_EXC_INFO", "POP_EXCEPT", "BEFORE_WITH",
         "BEFORE_ASYNC_WITH", "ASYNC_GEN_WRAP", "MATCH_MAPPING", "MATCH_SEQUENCE", "CONVERT_VALUE",
         "FORMAT_SIMPLE", "CALL_INTRINSIC_1", "LIST_TO_TUPLE", "UNPACK_SEQUENCE", "UNPACK_EX",
-        "LOAD_FROM_DICT_OR_GLOBALS", "LOAD_FROM_DICT_OR_DEREF", "STORE_FAST_LOAD_FAST", "EXIT_INIT_CHECK")},
+        "LOAD_FROM_DICT_OR_GLOBALS", "LOAD_FROM_DICT_OR_DEREF", "STORE_FAST_LOAD_FAST", "EXIT_INIT_CHECK",
+        "POP_ITER")},
     **{n: (IN_FIXED, 2) for n in (
         "BINARY_OP", "BINARY_SUBSCR", "COMPARE_OP", "IS_OP", "CONTAINS_OP", "STORE_ATTR", "DELETE_SUBSCR",
         "IMPORT_NAME", "CHECK_EXC_MATCH", "CHECK_EG_MATCH", "PREP_RERAISE_STAR", "SEND", "END_SEND",
         "END_ASYNC_FOR", "FORMAT_WITH_SPEC", "SET_FUNCTION_ATTRIBUTE", "CALL_INTRINSIC_2", "MATCH_KEYS",
-        "STORE_FAST_STORE_FAST")},
+        "STORE_FAST_STORE_FAST", "LOAD_SPECIAL")},
     **{n: (IN_FIXED, 3) for n in ("STORE_SUBSCR", "BINARY_SLICE", "LOAD_SUPER_ATTR", "CLEANUP_THROW",
                                    "MATCH_CLASS")},
     **{n: (IN_FIXED, 4) for n in ("STORE_SLICE", "WITH_EXCEPT_START")},
@@ -211,6 +220,8 @@ def _enum(name: str, version: tuple[int, int]) -> tuple[int, int, int] | None:
         return 0, 3, 0b11
     if name == "RESUME":
         return 0, 7 if version >= (3, 13) else 3, 0
+    if name == "LOAD_SMALL_INT":
+        return 0, 255, 0
     if name == "CONVERT_VALUE":
         return 0, 3, 0b1
     if name == "FORMAT_VALUE":
@@ -222,14 +233,20 @@ def _enum(name: str, version: tuple[int, int]) -> tuple[int, int, int] | None:
     if name == "MAKE_FUNCTION":
         return 0, 15 if version < (3, 13) else 0, 0
     if name == "SET_FUNCTION_ATTRIBUTE":
-        return 0, 8, 0b11101001  # exactly one of 1, 2, 4, 8
+        # exactly one of 1, 2, 4, 8 (and 16, 3.14's __annotate__): the C pass also refuses 9-15
+        return 0, 16 if version >= (3, 14) else 8, 0b11101001
+    if name == "LOAD_COMMON_CONSTANT":
+        return 0, len(opcode._common_constants) - 1, 0  # AssertionError, NotImplementedError, tuple, all, any
+    if name == "LOAD_SPECIAL":
+        return 0, len(opcode._special_method_names) - 1, 0  # __enter__, __exit__, __aenter__, __aexit__
     return None
 
 
 def _argkind(name: str, code: int, version: tuple[int, int]) -> int:
     if name == "MATCH_CLASS":
         return ARG_REPORT  # its keyword attribute names come from a constant tuple, not co_names
-    if name in ("LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST"):
+    if name in ("LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW", "STORE_FAST_LOAD_FAST",
+                "STORE_FAST_STORE_FAST"):
         return ARG_LOCAL_PAIR
     if name == "COPY_FREE_VARS":
         return ARG_FREE_COUNT
@@ -315,10 +332,11 @@ LOAD_CONST: int = opcode.opmap["LOAD_CONST"]
 LOAD_NAME: int = opcode.opmap["LOAD_NAME"]
 STORE_SUBSCR: int = opcode.opmap["STORE_SUBSCR"]
 TABLE: bytes = build_table()
-# An exhausted FOR_ITER jumps past the END_FOR it targets (3.12) and the POP_TOP after it (3.13).
+# An exhausted FOR_ITER jumps past the END_FOR it targets (3.12) and the POP_TOP after it (3.13); in
+# 3.14 it jumps to the POP_ITER after it, which pops the iterator.
 FOR_ITER_CHECK: tuple[int, int, int, int] = (
     opcode.opmap["FOR_ITER"],
     opcode.opmap.get("END_FOR", -1),
-    opcode.opmap["POP_TOP"],
+    opcode.opmap.get("POP_ITER", opcode.opmap["POP_TOP"]),
     {(3, 11): 0, (3, 12): 1}.get(sys.version_info[:2], 2),
 )

@@ -70,12 +70,13 @@ METADATA_DUNDERS: frozenset[str] = frozenset({
 ASSIGNABLE_DUNDERS: frozenset[str] = PROTOCOL_DUNDERS | METADATA_DUNDERS | {
     "__slots__", "__match_args__",
     "__qualname__", "__module__", "__classcell__", "__firstlineno__", "__static_attributes__",
+    *("__annotate__", "__annotate_func__", "__conditional_annotations__", "__classdictcell__"),  # 3.14
 }
 # ...of which these are written in a fixed pattern (checked in bytecode): by the compiler, or a
 # literal tuple of attribute names (``__match_args__``).
 COMPILER_WRITTEN: frozenset[str] = frozenset({
     "__module__", "__qualname__", "__classcell__", "__firstlineno__", "__static_attributes__",
-    "__match_args__",
+    "__match_args__", "__annotate__", "__annotate_func__", "__conditional_annotations__", "__classdictcell__",
 })
 
 # Attributes the static checks cannot judge, because the answer depends on the object: the compiler
@@ -90,7 +91,8 @@ ATTRIBUTE_GUARDS: dict[str, str] = {"load": "__edge_getattr__", "assign": "__edg
 # Global names code may read although they start with "__": the compiler's own loads, the guards,
 # a module's metadata, and the protocol methods (a class body aliasing its own ``__rmul__ = __mul__``).
 # None of the last two groups is a builtin, so a read finds what the script defined or fails.
-READABLE_DUNDER_GLOBALS: frozenset[str] = frozenset({"__name__", "__annotations__", *METADATA_DUNDERS,
+READABLE_DUNDER_GLOBALS: frozenset[str] = frozenset({"__name__", "__annotations__", "__conditional_annotations__",
+                                                     *METADATA_DUNDERS,
                                                      *PROTOCOL_DUNDERS, *ATTRIBUTE_GUARDS.values()})
 
 # Names that must never be rebound: the class machinery relies on them.

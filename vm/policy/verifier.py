@@ -136,10 +136,18 @@ class _Checker:
     def _compiler_pattern(cls, code: types.CodeType, name: str, prev_op: int, prev_arg: int) -> str | None:
         if name == "__match_args__":
             return cls._attribute_tuple(code, prev_op, prev_arg, "__match_args__")
+        previous = dis.opname[prev_op] if prev_op >= 0 else ""
         if name == "__module__":
             ok = prev_op == opcodes.LOAD_NAME and code.co_names[prev_arg] == "__name__"
         elif name == "__qualname__":
             ok = prev_op == opcodes.LOAD_CONST and isinstance(code.co_consts[prev_arg], str)
+        elif name in ("__annotate__", "__annotate_func__"):  # 3.14: a function just made from this file's code
+            ok = previous in ("MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE")
+        elif name == "__conditional_annotations__":  # 3.14: a new, empty set
+            ok = previous == "BUILD_SET" and prev_arg == 0
+        elif name == "__classdictcell__":  # 3.14: the class body's own __classdict__ cell
+            ok = previous in ("LOAD_FAST", "LOAD_FAST_BORROW", "LOAD_CLOSURE") and \
+                code._varname_from_oparg(prev_arg) == "__classdict__"  # type: ignore[attr-defined]
         else:
             return None
         return None if ok else f"'{name}' may only be set by the compiler"

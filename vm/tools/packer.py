@@ -125,16 +125,29 @@ def collect_scripts(src: Path) -> dict[str, dict[str, Any]]:
     return modules
 
 
+# Where interpreters built from source live, one prefix per version (``py314/bin/python3.14``, and
+# ``py314t`` for the free-threaded build, which compiles the same bytecode).
+SOURCE_BUILDS = os.environ.get("EDGEVM_PYTHONS", os.path.expanduser("~/.cache/edgevm"))
+
+
 def find_interpreters(targets: list[str] | None) -> dict[str, str]:
-    """Target version -> interpreter path: ``python3.X`` on PATH, else under pyenv."""
+    """Target version -> interpreter path: this interpreter for its own version, else ``python3.X`` on
+    PATH, under pyenv, or built from source under ``SOURCE_BUILDS``."""
+    current = f"{sys.version_info.major}.{sys.version_info.minor}"
+
     def lookup(version: str) -> str | None:
+        if version == current:
+            return sys.executable
         exe = shutil.which(f"python{version}")
         if exe and _runs(exe):
             return exe
         root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
         found = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"),
                        key=lambda p: [int(x) for x in re.findall(r"\d+", p.split("/versions/")[1].split("/")[0])])
-        return found[-1] if found else None
+        if found:
+            return found[-1]
+        built = [f"{SOURCE_BUILDS}/py{version.replace('.', '')}{t}/bin/python{version}{t}" for t in ("", "t")]
+        return next((exe for exe in built if os.access(exe, os.X_OK) and _runs(exe)), None)
 
     if targets:
         out = {}
@@ -143,13 +156,10 @@ def find_interpreters(targets: list[str] | None) -> dict[str, str]:
                 raise BadInput(f"target {t!r}: expected a CPython version like 3.12 (3.11 or newer)")
             exe = lookup(t)
             if exe is None:
-                raise NotFound(f"target {t}: no python{t} on PATH or under pyenv")
+                raise NotFound(f"target {t}: no python{t} on PATH, under pyenv or in {SOURCE_BUILDS}")
             out[t] = exe
         return out
-    found = {f"3.{m}": exe for m in range(MIN_TARGET[1], 20) if (exe := lookup(f"3.{m}"))}
-    current = f"{sys.version_info.major}.{sys.version_info.minor}"
-    found.setdefault(current, sys.executable)
-    return found
+    return {f"3.{m}": exe for m in range(MIN_TARGET[1], 20) if (exe := lookup(f"3.{m}"))}
 
 
 def _runs(exe: str) -> bool:
