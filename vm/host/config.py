@@ -76,6 +76,9 @@ class Config:
     update: UpdateConfig | None = _opt(None, doc="over-the-air updates from a channel: {channel, state_dir, root, "
                                                  "fallback_dir, device_id, device_class, interval_s, ...} "
                                                  "(docs/ota.md)")
+    snapshot_dir: str | None = _opt(None, doc="directory where activated feature snapshots and their state are kept "
+                                              "(docs/snapshots.md)")
+    max_snapshot_bytes: int = _opt(256 << 20, 1024, 1 << 34, "largest feature snapshot accepted")
     log: Callable[[str, str], None] | None = _opt(
         None, doc="Python API only: log(bundle, line) receives script output (default: the logging module)")
 
@@ -116,6 +119,10 @@ def _check(name: str, value: Any, default: Any, meta: Mapping[str, Any]) -> Any:
         return DeviceProfile.from_config(value)
     if name == "update":
         return None if value is None else UpdateConfig.from_config(value)
+    if name == "snapshot_dir":
+        if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value)):
+            raise BadInput("config 'snapshot_dir' must be a directory path or null")
+        return None if value is None else str(value)
     if name == "log":
         if value is not None and not callable(value):
             raise BadInput("config 'log' must be a callable log(bundle, line) or None")
