@@ -241,13 +241,16 @@ class Runtime:
         return models.load_models(bundle.models, self.config.device_profile)
 
     # -- feature snapshots (docs/snapshots.md) -------------------------------------------------
-    def load_snapshot(self, source: str | os.PathLike | bytes) -> dict[str, Any]:
+    def load_snapshot(self, source: str | os.PathLike | bytes, *,
+                      expect: tuple[str, str] | None = None) -> dict[str, Any]:
         """Verify (signature first), decrypt, check and activate a feature snapshot (a path or its
         bytes): calls that start afterwards read it; calls in flight finish on the version they
         started with. One not newer than the highest version activated for its name is refused
-        (``Downgrade``), across restarts when snapshots are kept on disk."""
+        (``Downgrade``), across restarts when snapshots are kept on disk. ``expect``: the (name,
+        version) it must be (the updater's target)."""
         self._check_open()
-        return self._snapshots.activate(self._read(source, "snapshot", self.config.max_snapshot_bytes))
+        return self._snapshots.activate(self._read(source, "snapshot", self.config.max_snapshot_bytes),
+                                        expect=expect)
 
     def snapshots(self) -> list[dict[str, Any]]:
         """The active feature snapshots: name, version, kind, size, columns."""

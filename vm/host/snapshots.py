@@ -55,10 +55,13 @@ class SnapshotStore:
         """The highest version of ``name`` ever activated."""
         return self._highest.get(name)
 
-    def activate(self, data: bytes) -> dict[str, Any]:
+    def activate(self, data: bytes, *, expect: tuple[str, str] | None = None) -> dict[str, Any]:
         """Verify, check the version floor, persist and swap in the snapshot ``data``; its info.
-        The same bytes as the active version again are accepted and change nothing."""
+        The same bytes as the active version again are accepted and change nothing. ``expect``:
+        the (name, version) the snapshot must be."""
         snap = open_snapshot(data, self.keys, max_size=self.max_bytes)
+        if expect is not None and (snap.name, snap.version) != tuple(expect):
+            raise BadInput(f"expected snapshot {expect[0]} {expect[1]}, got {snap.name} {snap.version}")
         with self._lock:
             active = self._current.get(snap.name)
             if active is not None and active.version == snap.version and active.body == snap.body:
