@@ -131,7 +131,7 @@ def check_layout(doc: Any, body_len: int) -> dict[str, Any]:
             raise BadInput(f"{where}: column {cname!r} appears twice")
         seen.add(cname)
         dtype = col["dtype"]
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise BadInput(f"{where}: column {cname!r} has dtype {dtype!r}; allowed: {', '.join(sorted(DTYPES))}")
         shape = col["shape"]
         if not isinstance(shape, list) or not 1 <= len(shape) <= MAX_NDIM \
