@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import nacl.bindings
-import nacl.utils
 import numpy as np
 import pytest
-from nacl.public import SealedBox
+from conftest import forge_snapshot
 
 from vm.bundle import format as bundle_format
 from vm.bundle import keys as keys_mod
@@ -32,28 +30,6 @@ def built(tmp_path: Path, keys_dir: Path, **kw: Any) -> bytes:
     out = tmp_path / "s.evs"
     builder.build(kw.pop("name", "pop"), kw.pop("version", "1.0.0"), keys_dir, out, **kw)
     return out.read_bytes()
-
-
-def forge(keys_dir: Path, header: dict[str, Any], body: bytes, *, encrypt: bool = False, flags: int | None = None,
-          seal_to: Path | None = None) -> bytes:
-    """A correctly signed snapshot with any header and body: what a publisher's bug, or a holder of
-    the signing key, could ship."""
-    server = keys_mod.load_server(keys_dir)
-    seal = keys_mod.load_server(seal_to).seal_to if seal_to else server.seal_to
-    header = dict(header)
-    seal_id = bytes(8)
-    if encrypt:
-        key = nacl.utils.random(32)
-        header["nonce"] = nacl.utils.random(24)
-        header["sealed_key"] = SealedBox(seal).encrypt(key)
-        seal_id = keys_mod.key_id(bytes(seal))
-    head = msgpack.packb(header, use_bin_type=True)
-    clen = len(body) + (16 if encrypt else 0)
-    aad = bundle_format.prefix(server.sign_key_id, seal_id, len(head), clen, magic=snapshot.MAGIC,
-                               flags=(snapshot.ENCRYPTED if encrypt else 0) if flags is None else flags) + head
-    if encrypt:
-        body = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, aad, header["nonce"], key)
-    return aad + body + server.signing.sign(aad + body).signature
 
 
 def column_header(**col: Any) -> tuple[dict[str, Any], bytes]:
@@ -148,7 +124,7 @@ def test_a_bundle_is_not_a_snapshot_and_unknown_flags_are_refused(tmp_path: Path
         snapshot.open_snapshot(bundle, device, max_size=MAX)
     header, body = column_header()
     with pytest.raises(IncompatibleError, match="flags"):
-        snapshot.open_snapshot(forge(keys_dir, header, body, flags=0x0002), device, max_size=MAX)
+        snapshot.open_snapshot(forge_snapshot(keys_dir, header, body, flags=0x0002), device, max_size=MAX)
 
 
 # -- hostile headers, correctly signed ---------------------------------------------------------
@@ -181,7 +157,7 @@ HOSTILE_COLUMNS: dict[str, dict[str, Any]] = {
 def test_a_hostile_column_layout_is_bad_input(case: str, encrypt: bool, keys_dir: Path, device) -> None:
     header, body = column_header(**HOSTILE_COLUMNS[case])
     with pytest.raises(BadInput):
-        snapshot.open_snapshot(forge(keys_dir, header, body, encrypt=encrypt), device, max_size=MAX)
+        snapshot.open_snapshot(forge_snapshot(keys_dir, header, body, encrypt=encrypt), device, max_size=MAX)
 
 
 HOSTILE_HEADERS: dict[str, dict[str, Any]] = {
@@ -210,7 +186,7 @@ def test_a_hostile_header_is_bad_input(case: str, keys_dir: Path, device) -> Non
     if case == "dict not msgpack":
         body = b"\xc1" * 64  # 0xc1 is never valid msgpack
     with pytest.raises(BadInput):
-        snapshot.open_snapshot(forge(keys_dir, header, body), device, max_size=MAX)
+        snapshot.open_snapshot(forge_snapshot(keys_dir, header, body), device, max_size=MAX)
 
 
 def test_a_header_that_is_not_a_map_or_not_msgpack_is_bad_input(keys_dir: Path, device) -> None:
@@ -224,15 +200,15 @@ def test_a_header_that_is_not_a_map_or_not_msgpack_is_bad_input(keys_dir: Path, 
 def test_a_bool_column_holding_other_bytes_is_bad_input(keys_dir: Path, device) -> None:
     header, _ = column_header(dtype="|b1", shape=[4], length=4)
     with pytest.raises(BadInput, match="bool"):
-        snapshot.open_snapshot(forge(keys_dir, header, b"\x00\x01\x02\x00"), device, max_size=MAX)
+        snapshot.open_snapshot(forge_snapshot(keys_dir, header, b"\x00\x01\x02\x00"), device, max_size=MAX)
 
 
 def test_sealed_key_fields_must_match_the_encryption_flag(keys_dir: Path, device) -> None:
     header, body = column_header()
     with pytest.raises(BadInput, match="sealed key"):  # flags say encrypted, no nonce or sealed key
-        snapshot.open_snapshot(forge(keys_dir, header, body, flags=snapshot.ENCRYPTED), device, max_size=MAX)
+        snapshot.open_snapshot(forge_snapshot(keys_dir, header, body, flags=snapshot.ENCRYPTED), device, max_size=MAX)
     with pytest.raises(BadInput, match="not encrypted"):
-        snapshot.open_snapshot(forge(keys_dir, {**header, "nonce": b"\0" * 24, "sealed_key": b"\0" * 80}, body),
+        snapshot.open_snapshot(forge_snapshot(keys_dir, {**header, "nonce": b"\0" * 24, "sealed_key": b"\0" * 80}, body),
                                device, max_size=MAX)
 
 
@@ -243,7 +219,7 @@ def test_a_dict_nested_too_deep_is_bad_input(keys_dir: Path, device) -> None:
     body = msgpack.packb(doc)
     header = {"name": "d", "version": "1", "created": 1, "kind": "dict", "dict": {"offset": 0, "length": len(body)}}
     with pytest.raises(BadInput, match="deeper"):
-        snapshot.open_snapshot(forge(keys_dir, header, body), device, max_size=MAX)
+        snapshot.open_snapshot(forge_snapshot(keys_dir, header, body), device, max_size=MAX)
 
 
 def test_the_builder_refuses_what_the_device_would(tmp_path: Path, keys_dir: Path) -> None:
