@@ -17,6 +17,7 @@ its custom field ``{"edgevm": {"kind": "snapshot", "name": ..., "version": ...}}
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,13 +65,7 @@ class SnapshotOffer:
         doc = custom.get(CUSTOM_KEY) if isinstance(custom, dict) else None
         if not isinstance(doc, dict) or doc.get("kind") != SNAPSHOT_KIND:
             raise BadInput(f"target {path}: not a snapshot target")
-        name, version = doc.get("name"), doc.get("version")
-        if not isinstance(name, str) or not isinstance(version, str):
-            raise BadInput(f"target {path}: custom name and version must be strings")
-        parse_version(version, f"target {path}: version")
-        if path != snapshot_target_path(name, version):
-            raise BadInput(f"target {path} does not match its custom fields (snapshot {name} {version})")
-        return cls(name=name, version=version)
+        return cls(*_name_version(path, doc, snapshot_target_path))
 
 
 @dataclass(frozen=True)
@@ -100,12 +95,7 @@ class Offer:
         doc = custom.get(CUSTOM_KEY) if isinstance(custom, dict) else None
         if not isinstance(doc, dict):
             raise BadInput(f"target {path}: no {CUSTOM_KEY!r} custom field")
-        name, version = doc.get("name"), doc.get("version")
-        if not isinstance(name, str) or not isinstance(version, str):
-            raise BadInput(f"target {path}: custom name and version must be strings")
-        parse_version(version, f"target {path}: version")
-        if path != target_path(name, version):
-            raise BadInput(f"target {path} does not match its custom fields ({name} {version})")
+        name, version = _name_version(path, doc, target_path)
         bp = doc.get("rollout_bp", 10_000)
         if isinstance(bp, bool) or not isinstance(bp, int) or not 0 <= bp <= 10_000:
             raise BadInput(f"target {path}: rollout_bp must be a whole number in [0, 10000], got {bp!r}")
@@ -114,6 +104,17 @@ class Offer:
         return cls(name=name, version=version, rollout=bp / 100,
                    device_classes=check_classes(classes, f"target {path}: device_classes"),
                    min_runtime=None if min_runtime is None else _runtime(min_runtime, path))
+
+
+def _name_version(path: str, doc: dict[str, Any], path_of: Callable[[str, str], str]) -> tuple[str, str]:
+    """A target's custom name and version, checked against its path (``path_of(name, version)``)."""
+    name, version = doc.get("name"), doc.get("version")
+    if not isinstance(name, str) or not isinstance(version, str):
+        raise BadInput(f"target {path}: custom name and version must be strings")
+    parse_version(version, f"target {path}: version")
+    if path != path_of(name, version):
+        raise BadInput(f"target {path} does not match its custom fields ({name} {version})")
+    return name, version
 
 
 def check_classes(value: Any, what: str = "device_classes") -> tuple[str, ...]:
