@@ -20,7 +20,8 @@ test: lint
 
 # The long versions of the kill loops (make test runs short ones).
 stress: $(STAMP)
-	EDGEVM_STRESS=1 $(PY) -m pytest -q tests/isolation/test_stress.py tests/update/test_crash.py tests/data/test_store_crash.py
+	EDGEVM_STRESS=1 $(PY) -m pytest -q tests/isolation/test_stress.py tests/update/test_crash.py tests/host/test_snapshot_crash.py \
+		tests/data/test_store_crash.py
 
 # The native-ops fuzz suite, long, against vm.ml._ops built with -fsanitize=address,undefined
 # (into build/ops-asan-*; make test runs a short version). FUZZ_EXAMPLES: hypothesis examples per test.

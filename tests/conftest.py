@@ -94,3 +94,27 @@ def resign(data: bytes, keys_dir: Path, edit: Callable[[dict[str, Any], dict[str
     aad = bundle_format.prefix(server.sign_key_id, server.seal_key_id, len(head), len(body) + 16) + head
     signed = aad + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, aad, header["nonce"], content_key)
     return signed + server.signing.sign(signed).signature
+
+
+def forge_snapshot(keys_dir: Path, header: dict[str, Any], body: bytes, *, encrypt: bool = False,
+                   flags: int | None = None, seal_to: Path | None = None) -> bytes:
+    """A correctly signed feature snapshot with any header and body: what a publisher's bug, or a
+    holder of the signing key, could ship (``seal_to``: a keygen directory to seal to instead)."""
+    from vm.bundle import snapshot
+
+    server = keys_mod.load_server(keys_dir)
+    seal = keys_mod.load_server(seal_to).seal_to if seal_to else server.seal_to
+    header = dict(header)
+    seal_id = bytes(keys_mod.KEY_ID_LEN)
+    if encrypt:
+        key = nacl.utils.random(32)
+        header["nonce"] = nacl.utils.random(bundle_format.NONCE_LEN)
+        header["sealed_key"] = SealedBox(seal).encrypt(key)
+        seal_id = keys_mod.key_id(bytes(seal))
+    head = msgpack.packb(header, use_bin_type=True)
+    clen = len(body) + (16 if encrypt else 0)
+    aad = bundle_format.prefix(server.sign_key_id, seal_id, len(head), clen, magic=snapshot.MAGIC,
+                               flags=(snapshot.ENCRYPTED if encrypt else 0) if flags is None else flags) + head
+    if encrypt:
+        body = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, aad, header["nonce"], key)
+    return aad + body + server.signing.sign(aad + body).signature

@@ -7,14 +7,17 @@ A channel is a directory served as it is (any static HTTP server or CDN, or a pl
     metadata/timestamp.json                        the only file replaced in place (renamed, last)
     metadata/N.snapshot.json, metadata/N.targets.json   consistent snapshots: never overwritten
     targets/NAME/SHA256.VERSION.evb                each bundle once, named by its content hash
+    targets/snapshots/NAME/SHA256.VERSION.evs      each feature snapshot once (docs/snapshots.md)
 
 A target's TUF path is ``NAME/VERSION.evb``; its ``custom`` field holds ``{"edgevm": {...}}``:
 the bundle's name and version, the rollout in basis points (``rollout_bp``, 0..10000: TUF's
 canonical JSON has no floats), the device classes it is for (empty: all) and the lowest runtime
-version that may run it.
+version that may run it. A feature snapshot's target path is ``snapshots/NAME/VERSION.evs`` and
+its custom field ``{"edgevm": {"kind": "snapshot", "name": ..., "version": ...}}`` (``SnapshotOffer``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +30,42 @@ CUSTOM_KEY = "edgevm"
 HASH_ALGORITHM = "sha256"
 
 
+SNAPSHOT_KIND = "snapshot"
+
+
 def target_path(name: str, version: str) -> str:
     """The TUF target path of bundle ``name`` ``version``."""
     return f"{name}/{version}.evb"
+
+
+def snapshot_target_path(name: str, version: str) -> str:
+    """The TUF target path of feature snapshot ``name`` ``version``."""
+    return f"snapshots/{name}/{version}.evs"
+
+
+def is_snapshot(custom: Any) -> bool:
+    """Whether a target's ``custom`` field marks a feature snapshot (not a bundle)."""
+    doc = custom.get(CUSTOM_KEY) if isinstance(custom, dict) else None
+    return isinstance(doc, dict) and doc.get("kind") == SNAPSHOT_KIND
+
+
+@dataclass(frozen=True)
+class SnapshotOffer:
+    """One published feature snapshot version, as its target's custom fields describe it."""
+
+    name: str
+    version: str
+
+    def to_custom(self) -> dict[str, Any]:
+        return {CUSTOM_KEY: {"kind": SNAPSHOT_KIND, "name": self.name, "version": self.version}}
+
+    @classmethod
+    def from_custom(cls, path: str, custom: Any) -> SnapshotOffer:
+        """Validate a snapshot target's ``custom`` field."""
+        doc = custom.get(CUSTOM_KEY) if isinstance(custom, dict) else None
+        if not isinstance(doc, dict) or doc.get("kind") != SNAPSHOT_KIND:
+            raise BadInput(f"target {path}: not a snapshot target")
+        return cls(*_name_version(path, doc, snapshot_target_path))
 
 
 @dataclass(frozen=True)
@@ -59,12 +95,7 @@ class Offer:
         doc = custom.get(CUSTOM_KEY) if isinstance(custom, dict) else None
         if not isinstance(doc, dict):
             raise BadInput(f"target {path}: no {CUSTOM_KEY!r} custom field")
-        name, version = doc.get("name"), doc.get("version")
-        if not isinstance(name, str) or not isinstance(version, str):
-            raise BadInput(f"target {path}: custom name and version must be strings")
-        parse_version(version, f"target {path}: version")
-        if path != target_path(name, version):
-            raise BadInput(f"target {path} does not match its custom fields ({name} {version})")
+        name, version = _name_version(path, doc, target_path)
         bp = doc.get("rollout_bp", 10_000)
         if isinstance(bp, bool) or not isinstance(bp, int) or not 0 <= bp <= 10_000:
             raise BadInput(f"target {path}: rollout_bp must be a whole number in [0, 10000], got {bp!r}")
@@ -73,6 +104,17 @@ class Offer:
         return cls(name=name, version=version, rollout=bp / 100,
                    device_classes=check_classes(classes, f"target {path}: device_classes"),
                    min_runtime=None if min_runtime is None else _runtime(min_runtime, path))
+
+
+def _name_version(path: str, doc: dict[str, Any], path_of: Callable[[str, str], str]) -> tuple[str, str]:
+    """A target's custom name and version, checked against its path (``path_of(name, version)``)."""
+    name, version = doc.get("name"), doc.get("version")
+    if not isinstance(name, str) or not isinstance(version, str):
+        raise BadInput(f"target {path}: custom name and version must be strings")
+    parse_version(version, f"target {path}: version")
+    if path != path_of(name, version):
+        raise BadInput(f"target {path} does not match its custom fields ({name} {version})")
+    return name, version
 
 
 def check_classes(value: Any, what: str = "device_classes") -> tuple[str, ...]:

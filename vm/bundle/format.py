@@ -44,41 +44,46 @@ class RawBundle:
     signature: bytes
     signed: bytes  # prefix + header + ciphertext: what the signature covers
     aad: bytes  # prefix + header: the ciphertext's associated data
+    flags: int = 0
 
 
-def split(data: bytes, max_size: int) -> RawBundle:
-    """Split ``data`` into its parts, refusing anything that is not a well-formed container."""
+def split(data: bytes, max_size: int, *, magic: bytes = MAGIC, what: str = "bundle",
+          known_flags: int = 0) -> RawBundle:
+    """Split ``data`` into its parts, refusing anything that is not a well-formed container.
+    ``magic``, ``what`` and ``known_flags``: the same layout carries feature snapshots
+    (``vm.bundle.snapshot``)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise BadInput(f"a bundle must be bytes, not {type(data).__name__}")
+        raise BadInput(f"a {what} must be bytes, not {type(data).__name__}")
     data = bytes(data)
     if len(data) > max_size:
-        raise BadInput(f"bundle of {len(data)} bytes exceeds the limit of {max_size} bytes")
+        raise BadInput(f"{what} of {len(data)} bytes exceeds the limit of {max_size} bytes")
     if len(data) < PREFIX_LEN:
-        if MAGIC.startswith(data[: len(MAGIC)]) and data:
-            raise BadInput(f"truncated bundle: {len(data)} bytes, the fixed prefix alone is {PREFIX_LEN}")
-        raise BadInput("not an edgevm bundle (too short, wrong magic)")
-    magic, version, flags, sign_id, seal_id, hlen, clen = PREFIX.unpack_from(data)
-    if magic != MAGIC:
-        raise BadInput("not an edgevm bundle (wrong magic)")
+        if magic.startswith(data[: len(magic)]) and data:
+            raise BadInput(f"truncated {what}: {len(data)} bytes, the fixed prefix alone is {PREFIX_LEN}")
+        raise BadInput(f"not an edgevm {what} (too short, wrong magic)")
+    found, version, flags, sign_id, seal_id, hlen, clen = PREFIX.unpack_from(data)
+    if found != magic:
+        raise BadInput(f"not an edgevm {what} (wrong magic)")
     if version != FORMAT_VERSION:
-        raise IncompatibleError(f"bundle format version {version} is not supported (this runtime reads "
+        raise IncompatibleError(f"{what} format version {version} is not supported (this runtime reads "
                                 f"version {FORMAT_VERSION})", detail={"format_version": version})
-    if flags != 0:
-        raise IncompatibleError(f"bundle uses flags {flags:#06x} this runtime does not know")
+    if flags & ~known_flags:
+        raise IncompatibleError(f"{what} uses flags {flags:#06x} this runtime does not know")
     if hlen > MAX_HEADER:
         raise BadInput(f"header length {hlen} exceeds {MAX_HEADER}")
     expected = PREFIX_LEN + hlen + clen + SIG_LEN
     if len(data) != expected:
         kind = "truncated" if len(data) < expected else "trailing bytes after"
-        raise BadInput(f"{kind} bundle: the prefix announces {expected} bytes, got {len(data)}")
+        raise BadInput(f"{kind} {what}: the prefix announces {expected} bytes, got {len(data)}")
     body_end = PREFIX_LEN + hlen + clen
     return RawBundle(
         version=version, sign_key_id=sign_id, seal_key_id=seal_id,
         header=data[PREFIX_LEN:PREFIX_LEN + hlen], ciphertext=data[PREFIX_LEN + hlen:body_end],
-        signature=data[body_end:], signed=data[:body_end], aad=data[:PREFIX_LEN + hlen],
+        signature=data[body_end:], signed=data[:body_end], aad=data[:PREFIX_LEN + hlen], flags=flags,
     )
 
 
-def prefix(sign_key_id: bytes, seal_key_id: bytes, header_len: int, ciphertext_len: int) -> bytes:
+def prefix(sign_key_id: bytes, seal_key_id: bytes, header_len: int, ciphertext_len: int, *,
+           magic: bytes = MAGIC, flags: int = 0) -> bytes:
     """The fixed 40-byte prefix."""
-    return PREFIX.pack(MAGIC, FORMAT_VERSION, 0, sign_key_id, seal_key_id, header_len, ciphertext_len)
+    return PREFIX.pack(magic, FORMAT_VERSION, flags, sign_key_id, seal_key_id, header_len, ciphertext_len)

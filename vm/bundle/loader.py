@@ -71,16 +71,36 @@ class TrustedBundle:
         return self.header.version
 
 
-def verify(raw: bundle_format.RawBundle, device: DeviceKeys) -> Header:
-    """Check the signature with a pinned key; then, and only then, parse the header."""
+def check_signature(raw: bundle_format.RawBundle, device: DeviceKeys, what: str = "bundle") -> None:
+    """The Ed25519 signature over prefix, header and ciphertext, with a key this device pins."""
     key = device.verify.get(raw.sign_key_id)
     if key is None:
-        raise SignatureError(f"bundle is signed by key {raw.sign_key_id.hex()}, which this device does not "
+        raise SignatureError(f"{what} is signed by key {raw.sign_key_id.hex()}, which this device does not "
                              f"pin (pinned: {', '.join(k.hex() for k in device.verify)})")
     try:
         key.verify(raw.signed, raw.signature)
     except nacl.exceptions.BadSignatureError:
-        raise SignatureError("bundle signature does not verify: the bundle was modified or corrupted") from None
+        raise SignatureError(f"{what} signature does not verify: the {what} was modified or corrupted") from None
+
+
+def open_sealed(raw: bundle_format.RawBundle, nonce: bytes, sealed_key: bytes, device: DeviceKeys,
+                what: str = "bundle") -> bytes:
+    """Open the sealed content key with this device's key and decrypt the ciphertext (the prefix and
+    header are its associated data)."""
+    secret = device.decrypt.get(raw.seal_key_id)
+    if secret is None:
+        raise DecryptError(f"{what} is sealed to key {raw.seal_key_id.hex()}, which this device does not hold "
+                           f"(held: {', '.join(k.hex() for k in device.decrypt)})")
+    try:
+        content_key = SealedBox(secret).decrypt(sealed_key)
+        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(raw.ciphertext, raw.aad, nonce, content_key)
+    except nacl.exceptions.CryptoError:
+        raise DecryptError(f"{what} payload does not decrypt with this device's key") from None
+
+
+def verify(raw: bundle_format.RawBundle, device: DeviceKeys) -> Header:
+    """Check the signature with a pinned key; then, and only then, parse the header."""
+    check_signature(raw, device)
     doc = wire.decode(raw.header, what="bundle header")
     try:
         header = Header(
@@ -99,16 +119,7 @@ def verify(raw: bundle_format.RawBundle, device: DeviceKeys) -> Header:
 
 def decrypt(raw: bundle_format.RawBundle, header: Header, device: DeviceKeys) -> dict[str, Any]:
     """Open the content key and decrypt the payload."""
-    secret = device.decrypt.get(raw.seal_key_id)
-    if secret is None:
-        raise DecryptError(f"bundle is sealed to key {raw.seal_key_id.hex()}, which this device does not hold "
-                           f"(held: {', '.join(k.hex() for k in device.decrypt)})")
-    try:
-        content_key = SealedBox(secret).decrypt(header.sealed_key)
-        payload = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(raw.ciphertext, raw.aad,
-                                                                          header.nonce, content_key)
-    except nacl.exceptions.CryptoError:
-        raise DecryptError("bundle payload does not decrypt with this device's key") from None
+    payload = open_sealed(raw, header.nonce, header.sealed_key, device)
     doc = wire.decode(payload, what="bundle payload")
     if not isinstance(doc, dict) or not isinstance(doc.get("manifest"), dict) or not isinstance(
             doc.get("code"), dict):

@@ -23,7 +23,7 @@ ENTRY_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*\Z")
 DEFAULT_MIN_RUNTIME = "0.1"
 # What an engineer writes in bundle.json, and what pack adds to it.
 SOURCE_KEYS = frozenset({"name", "version", "system", "entries", "models", "triggers", "tasks", "min_runtime",
-                         "events"})
+                         "snapshots", "events"})
 PACKED_KEYS = frozenset({"modules", "quantization"})
 
 
@@ -40,6 +40,7 @@ class Manifest:
     triggers: BundleTriggers
     doc: dict[str, Any]
     events: BundleEvents = BundleEvents(tables={})  # the host tables it reads, the tables it owns
+    snapshots: tuple[str, ...] = ()  # the feature snapshots its scripts may read (edge.features)
 
 
 def _unknown_keys(doc: Mapping[str, Any], known: frozenset[str], where: str) -> None:
@@ -80,6 +81,10 @@ def validate(doc: Any, *, where: str = "bundle.json", packed: bool = False) -> M
     models = doc.get("models", {})
     if not isinstance(models, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in models.items()):
         raise BadInput(f"{where}: 'models' must map model names to file names")
+    snapshots = doc.get("snapshots", [])
+    if not isinstance(snapshots, list) or not all(isinstance(s, str) and NAME_RE.match(s) for s in snapshots) \
+            or len(set(snapshots)) != len(snapshots):
+        raise BadInput(f"{where}: 'snapshots' must list distinct snapshot names of [A-Za-z0-9._-], got {snapshots!r}")
     return Manifest(name=name, version=version, system=system, entries=dict(entries), models=dict(models),
                     min_runtime=min_runtime, triggers=parse_bundle(doc, entries), doc=doc,
-                    events=parse_bundle_events(doc.get("events")))
+                    snapshots=tuple(snapshots), events=parse_bundle_events(doc.get("events")))

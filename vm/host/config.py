@@ -81,6 +81,9 @@ class Config:
                                                  "(docs/ota.md)")
     data: DataConfig | None = _opt(None, doc="the event store: {dir, tables, durability, commit_ms, ring_events, "
                                              "...} (docs/data.md)")
+    snapshot_dir: str | None = _opt(None, doc="directory where activated feature snapshots and their state are kept "
+                                              "(docs/snapshots.md)")
+    max_snapshot_bytes: int = _opt(256 << 20, 1024, 1 << 34, "largest feature snapshot accepted")
     log: Callable[[str, str], None] | None = _opt(
         None, doc="Python API only: log(bundle, line) receives script output (default: the logging module)")
 
@@ -129,6 +132,10 @@ def _check(name: str, value: Any, default: Any, meta: Mapping[str, Any]) -> Any:
         return None if value is None else UpdateConfig.from_config(value)
     if name == "data":
         return None if value is None else DataConfig.from_config(value)
+    if name == "snapshot_dir":
+        if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value)):
+            raise BadInput("config 'snapshot_dir' must be a directory path or null")
+        return None if value is None else str(value)
     if name == "log":
         if value is not None and not callable(value):
             raise BadInput("config 'log' must be a callable log(bundle, line) or None")

@@ -38,6 +38,7 @@ from vm.execution.tasks import Task
 from vm.execution.triggers import TriggerIndex
 from vm.guard import FREE_THREADED, _guard, context
 from vm.host.config import Config
+from vm.host.snapshots import SnapshotStore
 from vm.isolation.pool import Pool
 from vm.isolation.supervisor import Supervisor
 from vm.sandbox import edge
@@ -125,6 +126,9 @@ class Runtime:
 
             self._store = EventStore(cfg.data, cfg.keys)
         self._updater: Updater | None = None
+        snapshot_dir = cfg.snapshot_dir or (cfg.update.state_dir / "snapshots" if cfg.update is not None else None)
+        self._snapshots = SnapshotStore(None if snapshot_dir is None else Path(snapshot_dir), cfg.keys,
+                                        max_bytes=cfg.max_snapshot_bytes)
         if cfg.update is not None:  # serves the active (or fallback) bundles, then polls the channel
             from vm.update.updater import Updater  # only a runtime that updates needs TUF
 
@@ -192,7 +196,8 @@ class Runtime:
         name = bundle.name
         edge.preload()
         instance = BundleInstance(bundle, self._load_models(bundle), log=lambda line: self._script_log(name, line),
-                                  max_result=self.config.max_input_bytes, events=self._thread_events(access))
+                                  max_result=self.config.max_input_bytes, events=self._thread_events(access),
+                                  features=self._snapshots.current)
         for business, spec in bundle.manifest.entries.items():
             self._sched.call(Task(instance.resolve, business, kind="load", entry=name,
                                   label=f"loading {name} ({spec})", priority=CORE, deadline=deadline,
@@ -209,6 +214,7 @@ class Runtime:
         name = bundle.name
         pool = Pool(self._sup, bundle, size=cfg.parallel, spares=cfg.spare_workers, grace_s=cfg.grace_ms / 1000,
                     max_frame=cfg.max_input_bytes + 4096, on_log=lambda line: self._script_log(name, line),
+                    features=self._snapshots.current,
                     settings={"memory_limit": self._memory_limit, "process_memory": cfg.memory_limit,
                               "cpu_seconds": max(1, round(cfg.grace_ms / 1000 + 5)), "grace_s": cfg.grace_ms / 1000,
                               "profile": cfg.device_profile.to_config(), "max_result": cfg.max_input_bytes,
@@ -242,18 +248,20 @@ class Runtime:
             self._bundles[name] = loaded
         return old
 
-    def _read(self, source: str | os.PathLike | bytes) -> bytes:
+    def _read(self, source: str | os.PathLike | bytes, what: str = "bundle", limit: int | None = None) -> bytes:
+        """A bundle's (or snapshot's) bytes from a path or bytes, its size checked before it is read."""
+        limit = self.config.max_bundle_bytes if limit is None else limit
         if isinstance(source, (bytes, bytearray, memoryview)):
             return bytes(source)
         if not isinstance(source, (str, os.PathLike)):
-            raise BadInput(f"load() takes a path or bytes, not {type(source).__name__}")
+            raise BadInput(f"loading a {what} takes a path or bytes, not {type(source).__name__}")
         path = Path(source)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            raise NotFound(f"bundle file {path} not found") from None
-        if size > self.config.max_bundle_bytes:
-            raise BadInput(f"bundle of {size} bytes exceeds the limit of {self.config.max_bundle_bytes} bytes")
+            raise NotFound(f"{what} file {path} not found") from None
+        if size > limit:
+            raise BadInput(f"{what} of {size} bytes exceeds the limit of {limit} bytes")
         return path.read_bytes()
 
     def _check_version(self, bundle: loader.TrustedBundle, allow_downgrade: bool, *, locked: bool = False) -> None:
@@ -270,6 +278,26 @@ class Runtime:
         from vm.ml import models
 
         return models.load_models(bundle.models, self.config.device_profile)
+
+    # -- feature snapshots (docs/snapshots.md) -------------------------------------------------
+    def load_snapshot(self, source: str | os.PathLike | bytes, *,
+                      expect: tuple[str, str] | None = None) -> dict[str, Any]:
+        """Verify (signature first), decrypt, check and activate a feature snapshot (a path or its
+        bytes): calls that start afterwards read it; calls in flight finish on the version they
+        started with. One not newer than the highest version activated for its name is refused
+        (``Downgrade``), across restarts when snapshots are kept on disk. ``expect``: the (name,
+        version) it must be (the updater's target)."""
+        self._check_open()
+        return self._snapshots.activate(self._read(source, "snapshot", self.config.max_snapshot_bytes),
+                                        expect=expect)
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """The active feature snapshots: name, version, kind, size, columns."""
+        return self._snapshots.list()
+
+    def snapshot_floor(self, name: str) -> str | None:
+        """The highest version of snapshot ``name`` this device ever activated (None: never)."""
+        return self._snapshots.floor(name)
 
     def unload(self, name: str) -> None:
         """Remove a bundle and its routes."""

@@ -19,11 +19,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from vm import wire
 from vm.bundle import loader
+from vm.bundle import snapshot as snapshot_format
 from vm.errors import ALL_ERRORS, Busy, Closed, Crashed, EdgeError, NotFound, Timeout
 from vm.isolation.channel import Channel, ChannelClosed, ChannelError, ChannelTimeout
 from vm.isolation.supervisor import Supervisor, describe_exit
@@ -37,7 +38,7 @@ EXIT_WAIT_S = 1.0  # how long a call that lost its worker waits to learn how it 
 
 
 class _Worker:
-    __slots__ = ("pid", "chan", "state", "status", "exited", "retire", "rehearsed")
+    __slots__ = ("pid", "chan", "state", "status", "exited", "retire", "rehearsed", "snaps")
 
     def __init__(self, pid: int, chan: Channel) -> None:
         self.pid = pid
@@ -47,6 +48,7 @@ class _Worker:
         self.exited = threading.Event()
         self.retire = False
         self.rehearsed = False
+        self.snaps: dict[str, str] = {}  # the snapshot versions it holds (name -> version)
 
 
 EventsHandler = Callable[[Any, Any, float, bool], Any]
@@ -59,7 +61,8 @@ class Pool:
 
     def __init__(self, supervisor: Supervisor, bundle: loader.TrustedBundle, *, size: int, spares: int,
                  settings: dict[str, Any], grace_s: float, max_frame: int,
-                 on_log: Callable[[str], None], events: EventsHandler | None = None) -> None:
+                 on_log: Callable[[str], None], events: EventsHandler | None = None,
+                 features: Callable[[], Mapping[str, snapshot_format.Snapshot]] = dict) -> None:
         self.sup = supervisor
         self._events = events
         self.name = f"{bundle.name} {bundle.version}"
@@ -69,6 +72,8 @@ class Pool:
         self._grace_s = grace_s
         self._max_frame = max_frame
         self._on_log = on_log
+        self._features = features
+        self._declared = bundle.manifest.snapshots
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._workers: list[_Worker] = []
@@ -182,6 +187,7 @@ class Pool:
         cid = next(self._ids)
         limit = deadline
         try:
+            self._sync(w)
             w.chan.send("call", cid, op, business, payload, deadline, [list(f) for f in features])
             while True:
                 try:
@@ -237,6 +243,21 @@ class Pool:
             return ("ok", None if result is None else wire.pack_columns(result))
         except EdgeError as exc:
             return ("error", exc.code, exc.message)
+    def _changed(self, w: _Worker) -> dict[str, list[Any]]:
+        """The declared snapshots whose current version ``w`` does not hold yet, exported."""
+        if not self._declared:
+            return {}
+        view = self._features()
+        return {n: snapshot_format.export(s) for n in self._declared
+                if (s := view.get(n)) is not None and w.snaps.get(n) != s.version}
+
+    def _sync(self, w: _Worker) -> None:
+        """Before a call: send ``w`` the snapshot versions it lacks, once per worker and version
+        (a worker reads the set it holds when a call starts, for the whole call)."""
+        changed = self._changed(w)
+        if changed:
+            w.chan.send("snapshots", changed)
+            w.snaps.update((n, doc[0]["version"]) for n, doc in changed.items())
 
     def _acquire(self, deadline: float, label: str) -> _Worker:
         with self._cond:
@@ -328,8 +349,10 @@ class Pool:
         w = _Worker(pid, Channel(sock, max_frame=self._max_frame))
         self.sup.watch(pid, lambda status, w=w: self._exited(w, status))
         self.counts["started"] += 1
+        snaps = self._changed(w)
+        w.snaps.update((n, doc[0]["version"]) for n, doc in snaps.items())
         try:
-            w.chan.send("load", self._export, {**self._settings, "load_deadline": deadline})
+            w.chan.send("load", self._export, {**self._settings, "load_deadline": deadline, "snapshots": snaps})
         except ChannelError:
             pass  # it died already: _await_ready reports how
         return w
@@ -445,6 +468,7 @@ class Pool:
             return
         cid = next(self._ids)
         try:
+            self._sync(w)
             w.chan.send("call", cid, "invoke", sample[0], sample[1], deadline, [])
             while True:
                 msg = w.chan.recv(deadline)

@@ -10,7 +10,8 @@ it answers calls, one at a time, each under the call's deadline and memory budge
 
 Frames (``vm.isolation.channel``):
     supervisor -> worker   ["load", bundle, settings], ["call", id, op, business, payload, deadline,
-                           features], ["exit"]
+                           features], ["snapshots", {name: [layout, body, encrypted]}] (before a call:
+                           the feature snapshot versions it lacks), ["exit"]
     worker -> supervisor   ["ready", info] | ["error", 0, code, message, detail] after load;
                            ["ok", id, result] | ["error", id, code, message, detail] per call;
                            ["log", line] at any time (script output);
@@ -27,6 +28,7 @@ from typing import Any
 
 from vm import wire
 from vm.bundle import loader
+from vm.bundle import snapshot as snapshot_format
 from vm.errors import ALL_ERRORS, EdgeError, Internal
 from vm.execution.executor import execute
 from vm.execution.watchdog import Watchdog
@@ -87,6 +89,13 @@ def _detail(error: EdgeError) -> dict[str, Any]:
         return {}
 
 
+def _restore_snapshots(current: dict[str, Any], docs: dict[str, list[Any]]) -> dict[str, Any]:
+    """A new view of the feature snapshots: ``current`` with those in ``docs`` (exported by the
+    supervisor, ``vm.bundle.snapshot.export``) replaced; the arrays view the received bytes."""
+    return {**current, **{name: snapshot_format.restore(layout, body, encrypted=encrypted)
+                          for name, (layout, body, encrypted) in docs.items()}}
+
+
 def serve(fd: int) -> int:
     """Run the worker on channel ``fd``; the process's exit code."""
     chan = Channel(socket.socket(fileno=fd), max_frame=(1 << 31) - 1)  # the supervisor is trusted
@@ -108,8 +117,9 @@ def serve(fd: int) -> int:
             from vm.ml import models
 
             sessions = models.load_models(bundle.models, DeviceProfile.from_config(settings["profile"]))
+        snapshots = _restore_snapshots({}, settings.get("snapshots") or {})
         instance = BundleInstance(bundle, sessions, log=log, max_result=int(settings["max_result"]),
-                                  events=_events_backend(chan))
+                                  events=_events_backend(chan), features=lambda: snapshots)
     except EdgeError as exc:
         chan.send("error", 0, exc.code, exc.message, _detail(exc))
         return 0
@@ -137,6 +147,12 @@ def serve(fd: int) -> int:
             return 0
         if msg[0] == "exit":
             return 0
+        if msg[0] == "snapshots" and len(msg) == 2:
+            try:
+                snapshots = _restore_snapshots(snapshots, msg[1])
+            except EdgeError:
+                return 70
+            continue
         if msg[0] != "call" or len(msg) != 7:
             return 70
         _, cid, op, business, payload, deadline, features = msg

@@ -1,21 +1,24 @@
 """The ``edge`` module: the runtime API a bundle's scripts import.
 
 Each loaded bundle gets its own module object holding only vetted members: logging, clocks, the
-call's remaining time, the native operators (``edge.ops``, loaded on first use) and the bundle's
-models (``edge.model(name)``), and the event store (``edge.events``: query, sql, append; served by
-the host through a backend callable: ``vm.data`` in thread mode, the worker's channel in process
-mode). Nothing here hands a script a reference to the runtime's own objects: models are reached
-through a facade that exposes ``run``, ``inputs`` and ``outputs``.
+call's remaining time, the native operators (``edge.ops``, loaded on first use), the bundle's
+models (``edge.model(name)``), the feature snapshots it declares (``edge.features.get(name)``) and
+the event store (``edge.events``: query, sql, append; served by the host through a backend
+callable: ``vm.data`` in thread mode, the worker's channel in process mode). Nothing here hands a
+script a reference to the runtime's own objects: models are reached through a facade that exposes
+``run``, ``inputs`` and ``outputs``; snapshots are read-only data.
 """
 from __future__ import annotations
 
+import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from vm.errors import NotFound
 from vm.guard import context
+from vm.sandbox.builtins import PolicyViolation
 
 OPS_PUBLIC_EXCLUDE = frozenset({"ffi", "lib", "np", "numpy"})
 
@@ -38,6 +41,49 @@ class Model:
 
     def __repr__(self) -> str:
         return f"<model {self._session.name!r}>"
+
+
+_pinned = threading.local()
+
+
+def pin(view: Mapping[str, Any] | None) -> None:
+    """Make ``view`` (snapshot name -> ``vm.bundle.snapshot.Snapshot``) the snapshots that calls on
+    this thread read, until the next ``pin``: a call pins the runtime's current view once, when it
+    starts, so it never sees two versions of one snapshot however many swaps happen meanwhile."""
+    _pinned.view = view
+
+
+def _features_module(bundle_name: str, declared: tuple[str, ...]) -> types.ModuleType:
+    module = types.ModuleType("edge.features")
+    allowed = frozenset(declared)
+
+    def _snapshot(name: str) -> Any:
+        if type(name) is not str:
+            raise TypeError(f"a snapshot name is a str, not {type(name).__name__}")
+        if name not in allowed:
+            raise PolicyViolation(f"bundle {bundle_name} does not declare snapshot {name!r} in its bundle.json "
+                                  f"'snapshots' (declared: {', '.join(declared) or 'none'})")
+        snap = (getattr(_pinned, "view", None) or {}).get(name)
+        if snap is None:
+            raise LookupError(f"snapshot {name!r} has not reached this device yet")
+        return snap
+
+    def get(name: str) -> Any:
+        """The data of snapshot ``name``: a read-only mapping of column name to read-only numpy
+        array, or a read-only dict; the same objects for every call of one version (never copied)."""
+        return _snapshot(name).data
+
+    def version(name: str) -> str:
+        """The version of snapshot ``name`` this call reads."""
+        return _snapshot(name).version
+
+    def available() -> tuple[str, ...]:
+        """The declared snapshots this call can read."""
+        view = getattr(_pinned, "view", None) or {}
+        return tuple(n for n in declared if n in view)
+
+    module.__dict__.update({"get": get, "version": version, "available": available, "declared": declared})
+    return module
 
 
 def preload() -> None:
@@ -98,8 +144,10 @@ def _no_events(op: str, args: list) -> Any:
 
 
 def build(*, bundle_name: str, bundle_version: str, sessions: dict[str, Any],
-          log: Callable[[str], None], events: EventsBackend | None = None) -> types.ModuleType:
-    """A fresh ``edge`` module for one bundle; ``events`` serves its ``edge.events`` calls."""
+          log: Callable[[str], None], events: EventsBackend | None = None,
+          snapshots: tuple[str, ...] = ()) -> types.ModuleType:
+    """A fresh ``edge`` module for one bundle; ``events`` serves its ``edge.events`` calls
+    (``snapshots``: the feature snapshots its manifest declares)."""
     module = types.ModuleType("edge")
     models = {name: Model(s) for name, s in sessions.items()}
 
@@ -134,6 +182,7 @@ def build(*, bundle_name: str, bundle_version: str, sessions: dict[str, Any],
     module.__dict__.update({
         "bundle_name": bundle_name, "bundle_version": bundle_version, "model": model,
         "models": tuple(sorted(models)), "remaining_ms": remaining_ms, "now_ms": now_ms, "log": log_,
-        "events": _events_module(events or _no_events), "__getattr__": lazy,
+        "events": _events_module(events or _no_events),
+        "features": _features_module(bundle_name, snapshots), "__getattr__": lazy,
     })
     return module

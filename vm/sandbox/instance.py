@@ -7,7 +7,8 @@ cross as msgpack bytes, so both modes see the same values and errors.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from vm import wire
@@ -21,17 +22,20 @@ from vm.sandbox.sandbox import Sandbox, prepare_thread
 class BundleInstance:
     """A bundle's scripts and models, ready to call. ``sessions`` are its model sessions
     (``vm.ml.models.load_models``), created by the caller where it pleases (in a worker process:
-    before the lockdown)."""
+    before the lockdown). ``features`` returns the current feature snapshots (name -> snapshot);
+    each call reads the view it returned when the call started."""
 
     def __init__(self, bundle: TrustedBundle, sessions: dict[str, Any], log: Callable[[str], None], *,
-                 max_result: int, events: edge.EventsBackend | None = None) -> None:
+                 max_result: int, events: edge.EventsBackend | None = None,
+                 features: Callable[[], Mapping[str, Any]] = lambda: _NONE) -> None:
         self.bundle = bundle
         self.sessions = sessions
         self.max_result = max_result
+        self.features = features
         self.sandbox = Sandbox(
             bundle.codes, bundle.packages,
             edge=lambda: edge.build(bundle_name=bundle.name, bundle_version=bundle.version, sessions=sessions,
-                                    log=log, events=events),
+                                    log=log, events=events, snapshots=bundle.manifest.snapshots),
             log=log)
         self._entries: dict[str, Callable[..., Any]] = {}
 
@@ -46,7 +50,11 @@ class BundleInstance:
         if spec is None:
             raise NotFound(f"bundle {self.bundle.name} has no entry {business!r}")
         prepare_thread()
-        self._entries[business] = call_script(self.bundle.files, self.sandbox.entry, spec)
+        edge.pin(self.features())
+        try:
+            self._entries[business] = call_script(self.bundle.files, self.sandbox.entry, spec)
+        finally:
+            edge.pin(None)
 
     def invoke(self, business: str, payload: bytes) -> bytes:
         """Run the entry of ``business`` on msgpack ``payload``; the result as msgpack."""
@@ -87,11 +95,18 @@ class BundleInstance:
         if fn is None:
             raise NotFound(f"bundle {self.bundle.name}: entry {business!r} is not resolved")
         prepare_thread()
-        result = call_script(self.bundle.files, fn, inputs)
+        edge.pin(self.features())
+        try:
+            result = call_script(self.bundle.files, fn, inputs)
+        finally:
+            edge.pin(None)
         data = call_script(self.bundle.files, _encode_result, result)
         if len(data) > self.max_result:
             raise ResourceExhausted(f"the entry's result of {len(data)} bytes exceeds the limit of {self.max_result}")
         return data
+
+
+_NONE: Mapping[str, Any] = MappingProxyType({})
 
 
 def _encode_result(result: Any) -> bytes:

@@ -25,7 +25,16 @@ from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Tar
 from tuf.api.serialization.json import JSONSerializer
 
 from vm.bundle import files, loader
-from vm.bundle.channel import HASH_ALGORITHM, METADATA_DIR, TARGETS_DIR, Offer, target_path
+from vm.bundle.channel import (
+    HASH_ALGORITHM,
+    METADATA_DIR,
+    TARGETS_DIR,
+    Offer,
+    SnapshotOffer,
+    is_snapshot,
+    snapshot_target_path,
+    target_path,
+)
 from vm.bundle.versions import parse_version
 from vm.errors import BadInput, NotFound, SignatureError
 
@@ -97,7 +106,14 @@ class Channel:
 
     def offers(self) -> list[tuple[Offer, TargetFile]]:
         """Every published bundle version, oldest first per name."""
-        out = [(Offer.from_custom(path, t.custom), t) for path, t in self.targets.signed.targets.items()]
+        out = [(Offer.from_custom(path, t.custom), t) for path, t in self.targets.signed.targets.items()
+               if not is_snapshot(t.custom)]
+        return sorted(out, key=lambda o: (o[0].name, parse_version(o[0].version)))
+
+    def snapshot_offers(self) -> list[tuple[SnapshotOffer, TargetFile]]:
+        """Every published feature snapshot version, oldest first per name."""
+        out = [(SnapshotOffer.from_custom(path, t.custom), t) for path, t in self.targets.signed.targets.items()
+               if is_snapshot(t.custom)]
         return sorted(out, key=lambda o: (o[0].name, parse_version(o[0].version)))
 
     def commit(self, keys_dir: str | Path, *, now: datetime | None = None,
@@ -174,7 +190,7 @@ def init_channel(directory: str | Path, keys_dir: str | Path, *, now: datetime |
 
 @dataclass(frozen=True)
 class Published:
-    offer: Offer
+    offer: Offer | SnapshotOffer
     path: Path
     length: int
     sha256: str
@@ -208,6 +224,33 @@ def publish(bundle: str | Path, directory: str | Path, keys_dir: str | Path, *, 
     return Published(offer=offer, path=stored, length=target.length, sha256=target.hashes[HASH_ALGORITHM])
 
 
+def publish_snapshot(snapshot: str | Path, directory: str | Path, keys_dir: str | Path, *,
+                     now: datetime | None = None, expires: dict[str, timedelta] | None = None) -> Published:
+    """Add the feature snapshot file ``snapshot`` (``edgevm snapshot build``) to the channel in
+    ``directory`` and re-sign its metadata; only forward, as for bundles."""
+    from vm.tools.snapshot import read_header
+
+    data = Path(snapshot).read_bytes()
+    header = read_header(data)
+    name, version = header["name"], header["version"]
+    if not isinstance(name, str) or not isinstance(version, str):
+        raise BadInput(f"{snapshot} has no readable snapshot name and version")
+    path = snapshot_target_path(name, version)
+    offer = SnapshotOffer.from_custom(path, SnapshotOffer(name=name, version=version).to_custom())
+    channel = Channel(directory)
+    newest = max((parse_version(o.version) for o, _ in channel.snapshot_offers() if o.name == name), default=None)
+    if newest is not None and parse_version(version) <= newest:
+        raise BadInput(f"snapshot {name} {version} is not above the published {'.'.join(map(str, newest))}: "
+                       "devices never accept a lower version; build a higher one")
+    target = TargetFile.from_data(path, data, [HASH_ALGORITHM])
+    target.unrecognized_fields["custom"] = offer.to_custom()
+    stored = channel.dir / TARGETS_DIR / "snapshots" / name / f"{target.hashes[HASH_ALGORITHM]}.{version}.evs"
+    files.write_atomic(stored, data)
+    channel.targets.signed.targets[path] = target
+    channel.commit(keys_dir, now=now, expires=expires)
+    return Published(offer=offer, path=stored, length=target.length, sha256=target.hashes[HASH_ALGORITHM])
+
+
 def refresh(directory: str | Path, keys_dir: str | Path, *, now: datetime | None = None,
             expires: dict[str, timedelta] | None = None) -> None:
     """Re-sign the snapshot and timestamp with fresh expiry dates (run before the timestamp expires)."""
@@ -222,7 +265,9 @@ def status(directory: str | Path) -> dict[str, Any]:
     bundles = [{"name": o.name, "version": o.version, "rollout": o.rollout,
                 "device_classes": list(o.device_classes), "min_runtime": o.min_runtime, "length": t.length,
                 "sha256": t.hashes.get(HASH_ALGORITHM)} for o, t in channel.offers()]
-    return {"channel": str(channel.dir), "roles": roles, "bundles": bundles}
+    snapshots = [{"name": o.name, "version": o.version, "length": t.length, "sha256": t.hashes.get(HASH_ALGORITHM)}
+                 for o, t in channel.snapshot_offers()]
+    return {"channel": str(channel.dir), "roles": roles, "bundles": bundles, "snapshots": snapshots}
 
 
 def format_status(doc: dict[str, Any]) -> str:
@@ -236,6 +281,7 @@ def format_status(doc: dict[str, Any]) -> str:
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     if not doc["bundles"]:
         lines.append("  (nothing published)")
+    lines += [f"  snapshot {s['name']} {s['version']} ({s['length']} bytes)" for s in doc.get("snapshots", [])]
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ from tuf.api.metadata import Metadata, Root, TargetFile
 from tuf.ngclient import Updater, UpdaterConfig
 
 from vm.bundle import files
-from vm.bundle.channel import METADATA_DIR, TARGETS_DIR, Offer
+from vm.bundle.channel import METADATA_DIR, TARGETS_DIR, Offer, SnapshotOffer, is_snapshot
 from vm.errors import (
     BadInput,
     Downgrade,
@@ -87,6 +87,7 @@ class ChannelClient:
         self.root = root
         self.fetcher = fetcher
         self._updater: Updater | None = None
+        self.snapshot_offers: list[tuple[SnapshotOffer, TargetFile]] = []  # the feature snapshots, at refresh
 
     def _bootstrap(self) -> bytes | None:
         """The trust anchor: the root trusted last time if it still parses, else the shipped one."""
@@ -112,9 +113,13 @@ class ChannelClient:
         except Exception as exc:
             raise typed(exc, "channel metadata") from None
         offers = []
+        self.snapshot_offers = []
         for path, target in targets.items():
             try:
-                offers.append((Offer.from_custom(path, target.custom), target))
+                if is_snapshot(target.custom):
+                    self.snapshot_offers.append((SnapshotOffer.from_custom(path, target.custom), target))
+                else:
+                    offers.append((Offer.from_custom(path, target.custom), target))
             except BadInput as exc:
                 log.warning("channel offers a malformed target, skipped: %s", exc)
         return offers

@@ -23,7 +23,7 @@ from tuf.api.metadata import TargetFile
 
 import vm
 from vm.bundle import files, loader
-from vm.bundle.channel import Offer
+from vm.bundle.channel import Offer, SnapshotOffer
 from vm.bundle.keys import DeviceKeys
 from vm.bundle.versions import parse_version
 from vm.errors import BadInput, Busy, Closed, EdgeError
@@ -47,6 +47,8 @@ class Host(Protocol):
     def load(self, source: Any, *, allow_downgrade: bool | None = None) -> dict[str, Any]: ...
     def unload(self, name: str) -> None: ...
     def bundles(self) -> list[dict[str, Any]]: ...
+    def load_snapshot(self, source: Any, *, expect: tuple[str, str] | None = None) -> dict[str, Any]: ...
+    def snapshot_floor(self, name: str) -> str | None: ...
 
 
 def bucket(device_id: str, name: str) -> int:
@@ -88,6 +90,7 @@ class Updater:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._failures = 0
+        self._bad_snapshots: set[tuple[str, str]] = set()  # refused by the device: not fetched again
 
     # -- start and stop ------------------------------------------------------------------------
     def start(self) -> None:
@@ -209,7 +212,45 @@ class Updater:
                                reason=f"{name} {bs.highest} was activated before; never below it")
                     continue
                 self._install(offer, target, events)
+            self._check_snapshots(events)
         return events
+
+    def _check_snapshots(self, events: list[dict[str, Any]]) -> None:
+        """Download and activate the newest version of each feature snapshot the channel offers, if
+        it is newer than the highest this device activated (docs/snapshots.md)."""
+        newest: dict[str, tuple[SnapshotOffer, TargetFile]] = {}
+        for offer, target in self.client.snapshot_offers:
+            if (offer.name, offer.version) in self._bad_snapshots:
+                continue
+            if offer.name not in newest or parse_version(offer.version) > parse_version(newest[offer.name][0].version):
+                newest[offer.name] = (offer, target)
+        for name, (offer, target) in sorted(newest.items()):
+            floor = self.host.snapshot_floor(name)
+            if floor is not None and parse_version(offer.version) <= parse_version(floor):
+                if parse_version(offer.version) < parse_version(floor):
+                    self._emit(events, "refused", snapshot=name, version=offer.version, error="downgrade",
+                               reason=f"the channel's newest snapshot {name} is {offer.version}, older than {floor}")
+                continue
+            staging = self.dir / "staging"
+            staging.mkdir(exist_ok=True)
+            part = staging / f"snapshot-{name}-{offer.version}.part"
+            try:
+                data = self.client.download(target, part)
+            except EdgeError as exc:  # transport or an attack on it: the next check tries again
+                self._emit(events, "refused", snapshot=name, version=offer.version, reason=str(exc), error=exc.name)
+                continue
+            finally:
+                part.unlink(missing_ok=True)
+            self._emit(events, "downloaded", snapshot=name, version=offer.version, bytes=len(data))
+            try:
+                self.host.load_snapshot(data, expect=(name, offer.version))
+            except (Busy, Closed):
+                raise
+            except EdgeError as exc:  # signed by the channel but refused by the device: not again
+                self._bad_snapshots.add((name, offer.version))
+                self._emit(events, "refused", snapshot=name, version=offer.version, reason=str(exc), error=exc.name)
+                continue
+            self._emit(events, "activated", snapshot=name, version=offer.version)
 
     def _install(self, offer: Offer, target: TargetFile, events: list[dict[str, Any]]) -> None:
         name, version = offer.name, offer.version
