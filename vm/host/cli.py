@@ -115,6 +115,38 @@ def cmd_channel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update_client(args: argparse.Namespace) -> int:
+    """The TUF conformance suite's client-under-test protocol, run by the device's own channel
+    client (``vm.update.channel``): exit 0 on success, 1 on any failure (the reason on stderr)."""
+    from urllib.parse import quote
+
+    from vm.update.channel import ChannelClient, trust_root
+    from vm.update.fetcher import ChannelFetcher
+
+    metadata_dir = Path(args.metadata_dir)
+    try:
+        if args.step == "init":
+            trust_root(metadata_dir, Path(args.trusted_root))
+            return EXIT_OK
+        need = ["metadata_url"] + (["target_name", "target_base_url", "target_dir"] if args.step == "download" else [])
+        missing = [f"--{n.replace('_', '-')}" for n in need if not getattr(args, n)]
+        if missing:
+            raise BadInput(f"update-client {args.step} needs {', '.join(missing)}")
+        client = ChannelClient(None, metadata_dir, metadata_dir / "root.json", ChannelFetcher(),
+                               metadata_url=args.metadata_url, target_base_url=args.target_base_url)
+        client.refresh_metadata()
+        if args.step == "download":
+            target = client.target(args.target_name)
+            dest = Path(args.target_dir) / quote(args.target_name, safe="")
+            if not client.cached(target, dest):
+                client.download(target, dest)
+    except (EdgeError, OSError) as exc:
+        error = exc if isinstance(exc, EdgeError) else BadInput(str(exc))
+        print(error.one_line(), file=sys.stderr)
+        return EXIT_CRASH
+    return EXIT_OK
+
+
 def _rollout(text: str) -> float:
     try:
         value = float(text)
@@ -480,6 +512,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys", metavar="DIR", help="the channel's role keys (init, refresh)")
     p.add_argument("--json", action="store_true", help="status as JSON")
     p.set_defaults(func=cmd_channel)
+
+    p = sub.add_parser("update-client", help="the device's TUF client on its own (TUF conformance protocol)",
+                       description="Run the device's channel client (the updater's own code) as the TUF "
+                                   "conformance suite's client under test: init trusts a root.json; refresh runs "
+                                   "the TUF workflow; download also fetches one target (not again if the file in "
+                                   "--target-dir already matches its hashes). Exit status 0 on success, 1 on any "
+                                   "failure.")
+    p.add_argument("--metadata-dir", required=True, metavar="DIR", help="trusted metadata (root.json, ...)")
+    p.add_argument("--metadata-url", metavar="URL", help="the repository's metadata (refresh, download)")
+    p.add_argument("--target-name", metavar="PATH", help="the target's TUF path (download)")
+    p.add_argument("--target-base-url", metavar="URL", help="the repository's targets (download)")
+    p.add_argument("--target-dir", metavar="DIR", help="where verified targets are stored (download)")
+    steps = p.add_subparsers(dest="step", required=True)
+    steps.add_parser("init", help="trust this root.json").add_argument("trusted_root", metavar="ROOT_JSON")
+    steps.add_parser("refresh", help="update the trusted metadata")
+    steps.add_parser("download", help="refresh, then download --target-name into --target-dir")
+    p.set_defaults(func=cmd_update_client)
 
     p = sub.add_parser("capi-flags", help="print the compiler and linker flags for a host app using the C API",
                        description="Compile a host with `cc app.c $(edgevm capi-flags)`: -I for edgevm.h, "

@@ -128,16 +128,21 @@ class ChannelClient:
             except OSError as exc:
                 raise NotFound(f"the channel's trusted root {self.root} cannot be read ({exc.strerror})") from None
 
-    def refresh(self) -> list[tuple[Offer, TargetFile]]:
-        """Run the TUF workflow; every target the channel now offers (malformed ones are skipped)."""
+    def refresh_metadata(self) -> None:
+        """Run the TUF workflow for the top-level roles; trusted metadata is then up to date."""
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._updater = _DurableUpdater(str(self.metadata_dir), self.metadata_url, fetcher=self.fetcher,
                                             config=UpdaterConfig(), bootstrap=self._bootstrap())
             self._updater.refresh()
-            targets = self._updater._trusted_set.targets.targets  # verified just now; no delegations
         except Exception as exc:
             raise typed(exc, "channel metadata") from None
+
+    def refresh(self) -> list[tuple[Offer, TargetFile]]:
+        """Run the TUF workflow; every target the channel now offers (malformed ones are skipped)."""
+        self.refresh_metadata()
+        assert self._updater is not None
+        targets = self._updater._trusted_set.targets.targets  # verified just now; no delegations
         offers = []
         for path, target in targets.items():
             try:
