@@ -109,6 +109,13 @@ def cmd_channel(args: argparse.Namespace) -> int:
             raise BadInput("channel refresh needs --keys DIR")
         publish.refresh(args.channel, args.keys)
         print(f"re-signed the snapshot and timestamp of {args.channel}")
+    elif args.action == "rollback":
+        if args.keys is None or args.bundle_keys is None or args.name is None:
+            raise BadInput("channel rollback needs DIR NAME --keys DIR (role keys) --bundle-keys DIR (keygen keys)")
+        done = publish.rollback(args.channel, args.keys, args.bundle_keys, args.name, version=args.version)
+        o = done.offer
+        print(f"rolled {o.name} back: published the contents of {o.reissue_of} as {o.version} to {args.channel} "
+              f"(rollout {o.rollout:g}%, device classes {', '.join(o.device_classes) or 'all'})")
     else:
         doc = publish.status(args.channel)
         print(publish.dumps(doc) if args.json else publish.format_status(doc))
@@ -502,14 +509,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "(default: the bundle's own)")
     p.set_defaults(func=cmd_publish)
 
-    p = sub.add_parser("channel", help="create an update channel, show what it publishes, re-sign it",
+    p = sub.add_parser("channel", help="create an update channel, show what it publishes, re-sign it, roll back",
                        description="init: new role keys (in --keys, never in the channel) and empty signed "
                                    "metadata; status: what is published, to whom and until when; refresh: "
-                                   "re-sign the snapshot and timestamp before they expire.",
+                                   "re-sign the snapshot and timestamp before they expire; rollback NAME: publish "
+                                   "the previous version's contents again as a new, higher version (re-sealed "
+                                   "and re-signed with --bundle-keys), for the devices the newest is for.",
                        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=("init", "status", "refresh"))
+    p.add_argument("action", choices=("init", "status", "refresh", "rollback"))
     p.add_argument("channel", metavar="DIR")
-    p.add_argument("--keys", metavar="DIR", help="the channel's role keys (init, refresh)")
+    p.add_argument("name", nargs="?", metavar="NAME", help="rollback: the bundle to roll back")
+    p.add_argument("--keys", metavar="DIR", help="the channel's role keys (init, refresh, rollback)")
+    p.add_argument("--bundle-keys", metavar="DIR", help="rollback: the keygen directory the bundles are signed "
+                                                        "with (it also opens the previous version)")
+    p.add_argument("--version", metavar="VERSION", help="rollback: the new version (default: the newest with "
+                                                        "its last number + 1)")
     p.add_argument("--json", action="store_true", help="status as JSON")
     p.set_defaults(func=cmd_channel)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner, Signer
-from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
@@ -28,6 +28,7 @@ from vm.bundle import files, loader
 from vm.bundle.channel import HASH_ALGORITHM, METADATA_DIR, TARGETS_DIR, Offer, target_path
 from vm.bundle.versions import parse_version
 from vm.errors import BadInput, NotFound, SignatureError
+from vm.tools import packer
 
 ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 # How long each role's signature vouches for it; the timestamp must be re-signed
@@ -180,18 +181,20 @@ class Published:
     sha256: str
 
 
-def publish(bundle: str | Path, directory: str | Path, keys_dir: str | Path, *, rollout: float = 100.0,
+def publish(bundle: str | Path | bytes, directory: str | Path, keys_dir: str | Path, *, rollout: float = 100.0,
             device_classes: tuple[str, ...] | list[str] = (), min_runtime: str | None = None,
-            now: datetime | None = None, expires: dict[str, timedelta] | None = None) -> Published:
-    """Add ``bundle`` to the channel in ``directory`` and re-sign its metadata."""
-    data = Path(bundle).read_bytes()
+            reissue_of: str | None = None, now: datetime | None = None,
+            expires: dict[str, timedelta] | None = None) -> Published:
+    """Add ``bundle`` (a file, or its bytes) to the channel in ``directory`` and re-sign its metadata."""
+    data = bundle if isinstance(bundle, bytes) else Path(bundle).read_bytes()
     header = loader.read_header(data, None, max_size=MAX_BUNDLE_BYTES).get("header_unverified")
     if not isinstance(header, dict) or not isinstance(header.get("name"), str) \
             or not isinstance(header.get("version"), str):
-        raise BadInput(f"{bundle} has no readable bundle header")
+        raise BadInput(f"{'the bundle' if isinstance(bundle, bytes) else bundle} has no readable bundle header")
     name, version = header["name"], header["version"]
     offer = Offer(name=name, version=version, rollout=rollout, device_classes=tuple(device_classes),
-                  min_runtime=min_runtime if min_runtime is not None else header.get("min_runtime"))
+                  min_runtime=min_runtime if min_runtime is not None else header.get("min_runtime"),
+                  reissue_of=reissue_of)
     offer = Offer.from_custom(target_path(name, version), offer.to_custom())  # the device's own checks
     channel = Channel(directory)
     newest = max((parse_version(o.version) for o, _ in channel.offers() if o.name == name), default=None)
@@ -201,11 +204,55 @@ def publish(bundle: str | Path, directory: str | Path, keys_dir: str | Path, *, 
     path = target_path(name, version)
     target = TargetFile.from_data(path, data, [HASH_ALGORITHM])
     target.unrecognized_fields["custom"] = offer.to_custom()
-    stored = channel.dir / TARGETS_DIR / name / f"{target.hashes[HASH_ALGORITHM]}.{version}.evb"
+    stored = _stored(channel, target, version)
     files.write_atomic(stored, data)
     channel.targets.signed.targets[path] = target
     channel.commit(keys_dir, now=now, expires=expires)
     return Published(offer=offer, path=stored, length=target.length, sha256=target.hashes[HASH_ALGORITHM])
+
+
+def _stored(channel: Channel, target: TargetFile, version: str) -> Path:
+    """Where the channel keeps ``target``'s file (named by its content hash: consistent snapshots)."""
+    name = target.path.rpartition("/")[0]
+    return channel.dir / TARGETS_DIR / name / f"{target.hashes[HASH_ALGORITHM]}.{version}.evb"
+
+
+def rollback(directory: str | Path, keys_dir: str | Path, bundle_keys: str | Path, name: str, *,
+             version: str | None = None, now: datetime | None = None,
+             expires: dict[str, timedelta] | None = None) -> Published:
+    """Publish the contents of ``name``'s previous version again, as a new version above the newest
+    (``version``, default: the newest with its last number + 1), re-sealed and re-signed with the
+    bundle keys in ``bundle_keys`` (a keygen directory), for the devices the newest is for.
+
+    Devices never go down a version, so a rollback moves them forward to the old contents. The
+    previous version is the newest one published before the contents now newest: after rolling 2.0.0
+    back to 1.0.0's contents as 2.0.1, a second rollback goes to what came before 1.0.0, not to 2.0.0.
+    """
+    channel = Channel(directory)
+    mine = [(o, t) for o, t in channel.offers() if o.name == name]
+    if not mine:
+        raise NotFound(f"the channel publishes no bundle {name!r}")
+    newest = mine[-1][0]
+    origin = parse_version(newest.reissue_of or newest.version)
+    older = [(o, t) for o, t in mine if parse_version(o.version) < origin]
+    if not older:
+        raise BadInput(f"{name} has no version published before {newest.reissue_of or newest.version} "
+                       "to roll back to")
+    previous, target = older[-1]
+    path = _stored(channel, target, previous.version)
+    try:
+        data = path.read_bytes()
+        target.verify_length_and_hashes(data)
+    except FileNotFoundError:
+        raise NotFound(f"{path} is missing from the channel") from None
+    except LengthOrHashMismatchError:
+        raise BadInput(f"{path} does not match its signed length and hash: restore it first") from None
+    if version is None:
+        numbers = parse_version(newest.version)
+        version = ".".join(map(str, (*numbers[:-1], numbers[-1] + 1)))
+    reissued = packer.reissue(data, bundle_keys, version, max_size=MAX_BUNDLE_BYTES)
+    return publish(reissued, directory, keys_dir, rollout=newest.rollout, device_classes=newest.device_classes,
+                   reissue_of=previous.reissue_of or previous.version, now=now, expires=expires)
 
 
 def refresh(directory: str | Path, keys_dir: str | Path, *, now: datetime | None = None,
@@ -221,7 +268,7 @@ def status(directory: str | Path) -> dict[str, Any]:
              for md in (channel.root, channel.targets, channel.snapshot, channel.timestamp)}
     bundles = [{"name": o.name, "version": o.version, "rollout": o.rollout,
                 "device_classes": list(o.device_classes), "min_runtime": o.min_runtime, "length": t.length,
-                "sha256": t.hashes.get(HASH_ALGORITHM)} for o, t in channel.offers()]
+                "sha256": t.hashes.get(HASH_ALGORITHM), "reissue_of": o.reissue_of} for o, t in channel.offers()]
     return {"channel": str(channel.dir), "roles": roles, "bundles": bundles}
 
 
@@ -229,9 +276,9 @@ def format_status(doc: dict[str, Any]) -> str:
     """``status`` as a table for people."""
     lines = [f"channel {doc['channel']}"]
     lines += [f"  {role:<10} v{r['version']:<5} expires {r['expires']}" for role, r in doc["roles"].items()]
-    rows = [("bundle", "version", "rollout", "device classes", "min runtime", "bytes")]
+    rows = [("bundle", "version", "rollout", "device classes", "min runtime", "bytes", "contents of")]
     rows += [(b["name"], b["version"], f"{b['rollout']:g}%", ",".join(b["device_classes"]) or "all",
-              b["min_runtime"] or "-", str(b["length"])) for b in doc["bundles"]]
+              b["min_runtime"] or "-", str(b["length"]), b["reissue_of"] or "-") for b in doc["bundles"]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     if not doc["bundles"]:
