@@ -49,6 +49,16 @@ def _print_json(doc: Any) -> None:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from vm.bundle import keys
 
+    if args.tuf or args.role:
+        from vm.tools import publish
+
+        if args.force:
+            raise BadInput("keygen --tuf never replaces channel keys: write new ones to a new directory and "
+                           "move the channel to them with edgevm channel rotate")
+        ids = publish.init_keys(args.out, args.role or publish.ROLES)
+        print(f"wrote channel role keys to {args.out} (secret, 0600): "
+              + ", ".join(f"{role} {kid[:16]}" for role, kid in ids.items()))
+        return 0
     ids = keys.generate(args.out, force=args.force)
     if ids["replaced"]["files"]:
         print(f"replaced the keys in {args.out}: {keys.describe_ids(ids['replaced'])} "
@@ -109,6 +119,13 @@ def cmd_channel(args: argparse.Namespace) -> int:
             raise BadInput("channel refresh needs --keys DIR")
         publish.refresh(args.channel, args.keys)
         print(f"re-signed the snapshot and timestamp of {args.channel}")
+    elif args.action == "rotate":
+        if args.keys is None or args.new_keys is None:
+            raise BadInput("channel rotate needs --keys DIR (the current role keys) --new-keys DIR "
+                           "(edgevm keygen --tuf)")
+        roles = publish.rotate(args.channel, args.keys, args.new_keys)
+        print(f"rotated the {', '.join(roles)} key(s) of {args.channel}: root v{publish.Channel(args.channel).root.signed.version} "
+              f"signed by the old and new root keys; {args.new_keys} now holds the channel's keys")
     elif args.action == "rollback":
         if args.keys is None or args.bundle_keys is None or args.name is None:
             raise BadInput("channel rollback needs DIR NAME --keys DIR (role keys) --bundle-keys DIR (keygen keys)")
@@ -437,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to write the keys to (refused if it holds keys)")
     p.add_argument("--force", action="store_true", help="replace the keys already in --out (devices pinned "
                                                         "to them then refuse new bundles)")
+    p.add_argument("--tuf", action="store_true", help="write an update channel's TUF role keys instead (root, "
+                                                      "targets, snapshot, timestamp; for channel init or rotate)")
+    p.add_argument("--role", action="append", choices=("root", "targets", "snapshot", "timestamp"),
+                   help="with --tuf: only this role's key (repeatable), e.g. to rotate one role")
     p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("pack", help="compile, check, encrypt and sign a bundle", epilog=_epilog(),
@@ -514,12 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "metadata; status: what is published, to whom and until when; refresh: "
                                    "re-sign the snapshot and timestamp before they expire; rollback NAME: publish "
                                    "the previous version's contents again as a new, higher version (re-sealed "
-                                   "and re-signed with --bundle-keys), for the devices the newest is for.",
+                                   "and re-signed with --bundle-keys), for the devices the newest is for; rotate: "
+                                   "move to the role keys in --new-keys through a new root version.",
                        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=("init", "status", "refresh", "rollback"))
+    p.add_argument("action", choices=("init", "status", "refresh", "rollback", "rotate"))
     p.add_argument("channel", metavar="DIR")
     p.add_argument("name", nargs="?", metavar="NAME", help="rollback: the bundle to roll back")
-    p.add_argument("--keys", metavar="DIR", help="the channel's role keys (init, refresh, rollback)")
+    p.add_argument("--keys", metavar="DIR", help="the channel's role keys (init, refresh, rollback, rotate)")
+    p.add_argument("--new-keys", metavar="DIR", help="rotate: the new role keys (edgevm keygen --tuf); the roles "
+                                                     "whose key is there are rotated")
     p.add_argument("--bundle-keys", metavar="DIR", help="rollback: the keygen directory the bundles are signed "
                                                         "with (it also opens the previous version)")
     p.add_argument("--version", metavar="VERSION", help="rollback: the new version (default: the newest with "

@@ -43,15 +43,19 @@ def key_file(keys_dir: Path, role: str) -> Path:
     return keys_dir / f"tuf-{role}.pem"
 
 
-def init_keys(keys_dir: str | Path) -> dict[str, str]:
-    """Write a new Ed25519 key per role into ``keys_dir`` (PKCS#8 PEM, 0600, atomically); refuses
-    to replace existing ones (devices trusting the old root would refuse the new channel)."""
+def init_keys(keys_dir: str | Path, roles: tuple[str, ...] | list[str] = ROLES) -> dict[str, str]:
+    """Write a new Ed25519 key per role in ``roles`` into ``keys_dir`` (PKCS#8 PEM, 0600,
+    atomically); refuses to replace existing ones (devices trusting the old root would refuse the
+    new channel: ``rotate`` moves a channel to new keys)."""
     out = Path(keys_dir)
-    existing = [key_file(out, r).name for r in ROLES if key_file(out, r).exists()]
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        raise BadInput(f"unknown channel role(s) {', '.join(unknown) or '(none given)'} (roles: {', '.join(ROLES)})")
+    existing = [key_file(out, r).name for r in roles if key_file(out, r).exists()]
     if existing:
         raise BadInput(f"{out} already holds channel keys ({', '.join(existing)}); rotate keys through a new root")
     ids = {}
-    for role in ROLES:
+    for role in roles:
         signer = CryptoSigner.generate_ed25519()
         files.write_atomic(key_file(out, role), signer.private_bytes, secret=True)
         ids[role] = signer.public_key.keyid
@@ -253,6 +257,53 @@ def rollback(directory: str | Path, keys_dir: str | Path, bundle_keys: str | Pat
     reissued = packer.reissue(data, bundle_keys, version, max_size=MAX_BUNDLE_BYTES)
     return publish(reissued, directory, keys_dir, rollout=newest.rollout, device_classes=newest.device_classes,
                    reissue_of=previous.reissue_of or previous.version, now=now, expires=expires)
+
+
+def rotate(directory: str | Path, keys_dir: str | Path, new_keys_dir: str | Path, *, now: datetime | None = None,
+           expires: dict[str, timedelta] | None = None) -> list[str]:
+    """Move the channel to the role keys in ``new_keys_dir`` (``init_keys``; the roles whose key is
+    there are rotated): a new root version names them, signed by the root key the trusted root
+    names and by the new root key (the TUF rule: a threshold of the old root's keys and of the new
+    one's), then targets, snapshot and timestamp are re-signed with the new keys. The keys of the
+    roles not rotated are copied into ``new_keys_dir``, which then holds the channel's whole key
+    set; the old keys of rotated roles are revoked (devices refuse metadata signed by them). Run
+    again after an interruption, it finishes the same rotation. Returns the rotated roles."""
+    old, new = Path(keys_dir), Path(new_keys_dir)
+    rotated = [r for r in ROLES if key_file(new, r).exists()]
+    if not rotated:
+        raise NotFound(f"{new} holds no channel role key (edgevm keygen --tuf --out {new} writes them)")
+    channel = Channel(directory)
+    now = now or datetime.now(UTC)
+    signers = {role: _signer(new, role) for role in rotated}
+    trusted = channel.root.signed
+    if any(signers[r].public_key.keyid not in trusted.roles[r].keyids for r in rotated):
+        for role in ROLES:
+            if role not in rotated:
+                try:
+                    files.write_atomic(key_file(new, role), key_file(old, role).read_bytes(), secret=True)
+                except FileNotFoundError:
+                    raise NotFound(f"channel key {key_file(old, role)} not found") from None
+        root = Metadata[Root].from_bytes(channel.root.to_bytes()).signed
+        for role, signer in signers.items():
+            for keyid in list(root.roles[role].keyids):
+                root.revoke_key(keyid, role)
+            root.add_key(signer.public_key, role)
+        root.version += 1
+        root.expires = _expiry(Root.type, now, expires)
+        md = Metadata(root)
+        md.sign(_signer(old, Root.type), append=True)
+        if Root.type in signers:
+            md.sign(signers[Root.type], append=True)
+        try:
+            trusted.verify_delegate(Root.type, md.signed_bytes, md.signatures)
+        except UnsignedMetadataError:
+            raise SignatureError(f"{key_file(old, Root.type)} is not the root key this channel's root trusts") from None
+        data = md.to_bytes(_SERIALIZER)
+        files.write_atomic(channel.meta_dir / f"{root.version}.{Root.type}.json", data)
+        files.write_atomic(channel.meta_dir / f"{Root.type}.json", data)
+        channel.root = md
+    channel.commit(new, now=now, expires=expires)
+    return rotated
 
 
 def refresh(directory: str | Path, keys_dir: str | Path, *, now: datetime | None = None,
