@@ -171,25 +171,22 @@ class ChannelClient:
         assert self._updater is not None, "refresh() first"
         if self.target_base_url is None:
             raise BadInput(f"no target base URL to download {target.path} from")
-        partial = dest.with_name(dest.name + PARTIAL)
+        partial, url = dest.with_name(dest.name + PARTIAL), self._target_url(target)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            for attempt in (1, 2):
-                resumed = self._fetch_into(self._target_url(target), partial, target.length)
-                try:
-                    with partial.open("rb") as f:
-                        target.verify_length_and_hashes(f)
-                except exceptions.LengthOrHashMismatchError:
-                    if partial.stat().st_size < target.length:
-                        raise  # the body ended early: keep it, the next try resumes
-                    partial.unlink()
-                    if resumed and attempt == 1:
-                        continue  # a stale partial file: start over
-                    raise
-                os.replace(partial, dest)
-                files.fsync_dir(dest.parent)
-                return dest.read_bytes()
-            raise AssertionError("unreachable")
+            resumed = self._fetch_into(url, partial, target.length)
+            error = _mismatch(target, partial)
+            if error is not None and resumed and partial.stat().st_size >= target.length:
+                partial.unlink()  # the kept bytes were stale or damaged: the whole file once more
+                self._fetch_into(url, partial, target.length)
+                error = _mismatch(target, partial)
+            if error is not None:
+                if partial.stat().st_size >= target.length:
+                    partial.unlink()  # whole but wrong: nothing to resume from
+                raise error  # shorter: the body ended early, the next try resumes
+            os.replace(partial, dest)
+            files.fsync_dir(dest.parent)
+            return dest.read_bytes()
         except exceptions.DownloadLengthMismatchError as exc:
             partial.unlink(missing_ok=True)
             raise typed(exc, f"bundle {target.path}") from None
@@ -199,10 +196,8 @@ class ChannelClient:
     def cached(self, target: TargetFile, path: Path) -> bool:
         """Whether ``path`` already holds ``target`` (length and hashes match): no need to download it."""
         try:
-            with path.open("rb") as f:
-                target.verify_length_and_hashes(f)
-            return True
-        except (OSError, exceptions.LengthOrHashMismatchError):
+            return _mismatch(target, path) is None
+        except OSError:
             return False
 
     def _target_url(self, target: TargetFile) -> str:
@@ -230,6 +225,16 @@ class ChannelClient:
                         f"{url}: more than the {length} bytes the metadata allows")
                 f.write(chunk)
         return start > 0
+
+
+def _mismatch(target: TargetFile, path: Path) -> exceptions.LengthOrHashMismatchError | None:
+    """Why the file at ``path`` is not ``target`` (its signed length and hashes), or None."""
+    with path.open("rb") as f:
+        try:
+            target.verify_length_and_hashes(f)
+        except exceptions.LengthOrHashMismatchError as exc:
+            return exc
+    return None
 
 
 def _slash(url: str) -> str:
