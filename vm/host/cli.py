@@ -456,8 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "to them then refuse new bundles)")
     p.add_argument("--tuf", action="store_true", help="write an update channel's TUF role keys instead (root, "
                                                       "targets, snapshot, timestamp; for channel init or rotate)")
-    p.add_argument("--role", action="append", choices=("root", "targets", "snapshot", "timestamp"),
-                   help="with --tuf: only this role's key (repeatable), e.g. to rotate one role")
+    p.add_argument("--role", action="append", metavar="ROLE",
+                   help="with --tuf: only this role's key (root, targets, snapshot or timestamp; repeatable), "
+                        "e.g. to rotate one role")
     p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("pack", help="compile, check, encrypt and sign a bundle", epilog=_epilog(),
