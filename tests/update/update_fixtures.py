@@ -50,6 +50,8 @@ def channel(tmp_path: Path) -> ChannelDir:
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves files whole or by ``Range: bytes=N-`` (206), counting the body bytes it sends."""
+
     server: _Server
 
     def log_message(self, *args: Any) -> None:
@@ -58,12 +60,13 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         fault = next((f for key, f in self.server.faults.items() if key in self.path), None)
         self.server.requests.append(self.path)
-        if fault is None:
-            return super().do_GET()
+        self.server.ranges.append((self.path, self.headers.get("Range")))
         path = Path(self.translate_path(self.path))
+        if not path.is_file() and fault is None:
+            return super().do_GET()
         data = path.read_bytes() if path.is_file() else b""
-        self.send_response(200)
         if fault == "endless":
+            self.send_response(200)
             self.end_headers()
             try:
                 while not self.server.stopping:
@@ -71,15 +74,32 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             except OSError:
                 pass
             return
-        self.send_header("Content-Length", str(len(data)))
+        asked = self.headers.get("Range", "")
+        start = int(asked[6:-1]) if fault != "ignore-range" and asked.startswith("bytes=") \
+            and asked.endswith("-") and asked[6:-1].isdigit() else None
+        if start is not None and start >= len(data):
+            self.send_response(416)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if start is None:
+            self.send_response(200)
+            body = data
+        else:  # "bad-range": a Content-Range that is not the range asked for
+            self.send_response(206)
+            said = 0 if fault == "bad-range" else start
+            self.send_header("Content-Range", f"bytes {said}-{len(data) - 1}/{len(data)}")
+            body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if fault in ("truncate", "stall"):
+            body = body[: len(body) // 2]
+        self.wfile.write(body)
+        self.wfile.flush()
+        self.server.served[path.name] = self.server.served.get(path.name, 0) + len(body)
         if fault == "truncate":
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
             self.close_connection = True
         elif fault == "stall":
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
             while not self.server.stopping:
                 time.sleep(0.05)
 
@@ -88,13 +108,17 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     faults: dict[str, str]
     requests: list[str]
+    ranges: list[tuple[str, str | None]]  # (path, Range header) of each request
+    served: dict[str, int]  # file name -> body bytes sent
     stopping: bool
 
 
 @dataclass
 class HttpChannel:
-    """The channel directory served on loopback: ``faults`` maps a path fragment to ``truncate``,
-    ``stall`` or ``endless``."""
+    """The channel directory served on loopback: ``faults`` maps a path fragment to ``truncate``
+    (half the body, then the connection closes), ``stall`` (half, then silence), ``endless``,
+    ``ignore-range`` (the whole file, 200, whatever the Range) or ``bad-range`` (a 206 whose
+    Content-Range is not the range asked for)."""
 
     url: str
     server: _Server
@@ -105,7 +129,7 @@ class HttpChannel:
 def http_channel(channel: ChannelDir) -> Iterator[HttpChannel]:
     handler = lambda *a, **kw: _Handler(*a, directory=str(channel.dir), **kw)  # noqa: E731
     server = _Server(("127.0.0.1", 0), handler)
-    server.faults, server.requests, server.stopping = {}, [], False
+    server.faults, server.requests, server.ranges, server.served, server.stopping = {}, [], [], {}, False
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield HttpChannel(url=f"http://127.0.0.1:{server.server_address[1]}", server=server, faults=server.faults)

@@ -11,9 +11,11 @@ A channel is a directory served as it is (any static HTTP server or CDN, or a pl
 
 A target's TUF path is ``NAME/VERSION.evb``; its ``custom`` field holds ``{"edgevm": {...}}``:
 the bundle's name and version, the rollout in basis points (``rollout_bp``, 0..10000: TUF's
-canonical JSON has no floats), the device classes it is for (empty: all) and the lowest runtime
-version that may run it. A feature snapshot's target path is ``snapshots/NAME/VERSION.evs`` and
-its custom field ``{"edgevm": {"kind": "snapshot", "name": ..., "version": ...}}`` (``SnapshotOffer``).
+canonical JSON has no floats), the device classes it is for (empty: all), the lowest runtime
+version that may run it, and for a re-issue (``edgevm channel rollback``) the version whose
+contents it holds (``reissue_of``; the device does not read it). A feature snapshot's target path
+is ``snapshots/NAME/VERSION.evs`` and its custom field ``{"edgevm": {"kind": "snapshot", "name":
+..., "version": ...}}`` (``SnapshotOffer``).
 """
 from __future__ import annotations
 
@@ -77,6 +79,7 @@ class Offer:
     rollout: float = 100.0
     device_classes: tuple[str, ...] = ()
     min_runtime: str | None = None
+    reissue_of: str | None = None
 
     @property
     def rollout_bp(self) -> int:
@@ -85,8 +88,11 @@ class Offer:
 
     def to_custom(self) -> dict[str, Any]:
         """The target's ``custom`` field."""
-        return {CUSTOM_KEY: {"name": self.name, "version": self.version, "rollout_bp": self.rollout_bp,
-                             "device_classes": list(self.device_classes), "min_runtime": self.min_runtime}}
+        doc = {"name": self.name, "version": self.version, "rollout_bp": self.rollout_bp,
+               "device_classes": list(self.device_classes), "min_runtime": self.min_runtime}
+        if self.reissue_of is not None:
+            doc["reissue_of"] = self.reissue_of
+        return {CUSTOM_KEY: doc}
 
     @classmethod
     def from_custom(cls, path: str, custom: Any) -> Offer:
@@ -100,10 +106,12 @@ class Offer:
         if isinstance(bp, bool) or not isinstance(bp, int) or not 0 <= bp <= 10_000:
             raise BadInput(f"target {path}: rollout_bp must be a whole number in [0, 10000], got {bp!r}")
         classes = doc.get("device_classes") or []
-        min_runtime = doc.get("min_runtime")
+        min_runtime, reissue_of = doc.get("min_runtime"), doc.get("reissue_of")
+        if reissue_of is not None:
+            parse_version(reissue_of, f"target {path}: reissue_of")
         return cls(name=name, version=version, rollout=bp / 100,
                    device_classes=check_classes(classes, f"target {path}: device_classes"),
-                   min_runtime=None if min_runtime is None else _runtime(min_runtime, path))
+                   min_runtime=None if min_runtime is None else _runtime(min_runtime, path), reissue_of=reissue_of)
 
 
 def _name_version(path: str, doc: dict[str, Any], path_of: Callable[[str, str], str]) -> tuple[str, str]:

@@ -49,6 +49,16 @@ def _print_json(doc: Any) -> None:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from vm.bundle import keys
 
+    if args.tuf or args.role:
+        from vm.tools import publish
+
+        if args.force:
+            raise BadInput("keygen --tuf never replaces channel keys: write new ones to a new directory and "
+                           "move the channel to them with edgevm channel rotate")
+        ids = publish.init_keys(args.out, args.role or publish.ROLES)
+        print(f"wrote channel role keys to {args.out} (secret, 0600): "
+              + ", ".join(f"{role} {kid[:16]}" for role, kid in ids.items()))
+        return 0
     ids = keys.generate(args.out, force=args.force)
     if ids["replaced"]["files"]:
         print(f"replaced the keys in {args.out}: {keys.describe_ids(ids['replaced'])} "
@@ -109,6 +119,20 @@ def cmd_channel(args: argparse.Namespace) -> int:
             raise BadInput("channel refresh needs --keys DIR")
         publish.refresh(args.channel, args.keys)
         print(f"re-signed the snapshot and timestamp of {args.channel}")
+    elif args.action == "rotate":
+        if args.keys is None or args.new_keys is None:
+            raise BadInput("channel rotate needs --keys DIR (the current role keys) --new-keys DIR "
+                           "(edgevm keygen --tuf)")
+        roles = publish.rotate(args.channel, args.keys, args.new_keys)
+        print(f"rotated the {', '.join(roles)} key(s) of {args.channel}: root v{publish.Channel(args.channel).root.signed.version} "
+              f"signed by the old and new root keys; {args.new_keys} now holds the channel's keys")
+    elif args.action == "rollback":
+        if args.keys is None or args.bundle_keys is None or args.name is None:
+            raise BadInput("channel rollback needs DIR NAME --keys DIR (role keys) --bundle-keys DIR (keygen keys)")
+        done = publish.rollback(args.channel, args.keys, args.bundle_keys, args.name, version=args.version)
+        o = done.offer
+        print(f"rolled {o.name} back: published the contents of {o.reissue_of} as {o.version} to {args.channel} "
+              f"(rollout {o.rollout:g}%, device classes {', '.join(o.device_classes) or 'all'})")
     else:
         doc = publish.status(args.channel)
         print(publish.dumps(doc) if args.json else publish.format_status(doc))
@@ -155,6 +179,36 @@ def _pair(text: str) -> tuple[str, str]:
     if not sep or not name or not path:
         raise BadInput(f"--column takes NAME=FILE.npy, got {text!r}")
     return name, path
+def cmd_update_client(args: argparse.Namespace) -> int:
+    """The TUF conformance suite's client-under-test protocol, run by the device's own channel
+    client (``vm.update.channel``): exit 0 on success, 1 on any failure (the reason on stderr)."""
+    from urllib.parse import quote
+
+    from vm.update.channel import ChannelClient, trust_root
+    from vm.update.fetcher import ChannelFetcher
+
+    metadata_dir = Path(args.metadata_dir)
+    try:
+        if args.step == "init":
+            trust_root(metadata_dir, Path(args.trusted_root))
+            return EXIT_OK
+        need = ["metadata_url"] + (["target_name", "target_base_url", "target_dir"] if args.step == "download" else [])
+        missing = [f"--{n.replace('_', '-')}" for n in need if not getattr(args, n)]
+        if missing:
+            raise BadInput(f"update-client {args.step} needs {', '.join(missing)}")
+        client = ChannelClient(None, metadata_dir, metadata_dir / "root.json", ChannelFetcher(),
+                               metadata_url=args.metadata_url, target_base_url=args.target_base_url)
+        client.refresh_metadata()
+        if args.step == "download":
+            target = client.target(args.target_name)
+            dest = Path(args.target_dir) / quote(args.target_name, safe="")
+            if not client.cached(target, dest):
+                client.download(target, dest)
+    except (EdgeError, OSError) as exc:
+        error = exc if isinstance(exc, EdgeError) else BadInput(str(exc))
+        print(error.one_line(), file=sys.stderr)
+        return EXIT_CRASH
+    return EXIT_OK
 
 
 def _rollout(text: str) -> float:
@@ -440,6 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to write the keys to (refused if it holds keys)")
     p.add_argument("--force", action="store_true", help="replace the keys already in --out (devices pinned "
                                                         "to them then refuse new bundles)")
+    p.add_argument("--tuf", action="store_true", help="write an update channel's TUF role keys instead (root, "
+                                                      "targets, snapshot, timestamp; for channel init or rotate)")
+    p.add_argument("--role", action="append", metavar="ROLE",
+                   help="with --tuf: only this role's key (root, targets, snapshot or timestamp; repeatable), "
+                        "e.g. to rotate one role")
     p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("pack", help="compile, check, encrypt and sign a bundle", epilog=_epilog(),
@@ -512,14 +571,24 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "(default: the bundle's own)")
     p.set_defaults(func=cmd_publish)
 
-    p = sub.add_parser("channel", help="create an update channel, show what it publishes, re-sign it",
+    p = sub.add_parser("channel", help="create an update channel, show what it publishes, re-sign it, roll back",
                        description="init: new role keys (in --keys, never in the channel) and empty signed "
                                    "metadata; status: what is published, to whom and until when; refresh: "
-                                   "re-sign the snapshot and timestamp before they expire.",
+                                   "re-sign the snapshot and timestamp before they expire; rollback NAME: publish "
+                                   "the previous version's contents again as a new, higher version (re-sealed "
+                                   "and re-signed with --bundle-keys), for the devices the newest is for; rotate: "
+                                   "move to the role keys in --new-keys through a new root version.",
                        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=("init", "status", "refresh"))
+    p.add_argument("action", choices=("init", "status", "refresh", "rollback", "rotate"))
     p.add_argument("channel", metavar="DIR")
-    p.add_argument("--keys", metavar="DIR", help="the channel's role keys (init, refresh)")
+    p.add_argument("name", nargs="?", metavar="NAME", help="rollback: the bundle to roll back")
+    p.add_argument("--keys", metavar="DIR", help="the channel's role keys (init, refresh, rollback, rotate)")
+    p.add_argument("--new-keys", metavar="DIR", help="rotate: the new role keys (edgevm keygen --tuf); the roles "
+                                                     "whose key is there are rotated")
+    p.add_argument("--bundle-keys", metavar="DIR", help="rollback: the keygen directory the bundles are signed "
+                                                        "with (it also opens the previous version)")
+    p.add_argument("--version", metavar="VERSION", help="rollback: the new version (default: the newest with "
+                                                        "its last number + 1)")
     p.add_argument("--json", action="store_true", help="status as JSON")
     p.set_defaults(func=cmd_channel)
 
@@ -540,6 +609,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="build: the snapshot file to write (.evs)")
     p.add_argument("--channel", metavar="DIR", help="publish: the channel directory")
     p.set_defaults(func=cmd_snapshot)
+    p = sub.add_parser("update-client", help="the device's TUF client on its own (TUF conformance protocol)",
+                       description="Run the device's channel client (the updater's own code) as the TUF "
+                                   "conformance suite's client under test: init trusts a root.json; refresh runs "
+                                   "the TUF workflow; download also fetches one target (not again if the file in "
+                                   "--target-dir already matches its hashes). Exit status 0 on success, 1 on any "
+                                   "failure.")
+    p.add_argument("--metadata-dir", required=True, metavar="DIR", help="trusted metadata (root.json, ...)")
+    p.add_argument("--metadata-url", metavar="URL", help="the repository's metadata (refresh, download)")
+    p.add_argument("--target-name", metavar="PATH", help="the target's TUF path (download)")
+    p.add_argument("--target-base-url", metavar="URL", help="the repository's targets (download)")
+    p.add_argument("--target-dir", metavar="DIR", help="where verified targets are stored (download)")
+    steps = p.add_subparsers(dest="step", required=True)
+    steps.add_parser("init", help="trust this root.json").add_argument("trusted_root", metavar="ROOT_JSON")
+    steps.add_parser("refresh", help="update the trusted metadata")
+    steps.add_parser("download", help="refresh, then download --target-name into --target-dir")
+    p.set_defaults(func=cmd_update_client)
 
     p = sub.add_parser("capi-flags", help="print the compiler and linker flags for a host app using the C API",
                        description="Compile a host with `cc app.c $(edgevm capi-flags)`: -I for edgevm.h, "

@@ -34,9 +34,11 @@ import nacl.utils
 from nacl.public import SealedBox
 
 import vm
+from vm import wire
 from vm.bundle import format as bundle_format
-from vm.bundle import keys
+from vm.bundle import keys, loader
 from vm.bundle import manifest as manifest_rules
+from vm.bundle.versions import parse_version
 from vm.errors import BadInput, EdgeError, NotFound, PolicyError, ScriptError
 from vm.policy import rules
 from vm.policy.verifier import verify_module_code
@@ -303,23 +305,11 @@ def pack(src_dir: str | Path, keys_dir: str | Path, out: str | Path, *, targets:
     full_manifest["modules"] = {n: {"file": m["file"], "package": m["package"]} for n, m in modules.items()}
     if reports:
         full_manifest["quantization"] = reports
-    payload = msgpack.packb({"manifest": full_manifest, "code": code_by_magic, "models": models},
-                            use_bin_type=True)
-
-    content_key = nacl.utils.random(32)
-    nonce = nacl.utils.random(bundle_format.NONCE_LEN)
-    header = msgpack.packb({
+    data = seal_and_sign(server, {"manifest": full_manifest, "code": code_by_magic, "models": models}, {
         "name": manifest["name"], "version": manifest["version"],
         "created": int(time.time()) if created is None else created,
-        "nonce": nonce, "sealed_key": SealedBox(server.seal_to).encrypt(content_key),
-        "targets": target_info, "min_runtime": full_manifest["min_runtime"],
-        "packer": vm.__version__,
-    }, use_bin_type=True)
-    ct_len = len(payload) + 16
-    aad = bundle_format.prefix(server.sign_key_id, server.seal_key_id, len(header), ct_len) + header
-    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(payload, aad, nonce, content_key)
-    signed = aad + ciphertext
-    data = signed + server.signing.sign(signed).signature
+        "targets": target_info, "min_runtime": full_manifest["min_runtime"], "packer": vm.__version__,
+    })
 
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -328,3 +318,35 @@ def pack(src_dir: str | Path, keys_dir: str | Path, out: str | Path, *, targets:
     os.replace(tmp, out_path)
     return PackResult(path=out_path, size=len(data), targets=target_info, modules=sorted(modules),
                       models={k: len(v) for k, v in models.items()}, quantization=reports)
+
+
+def seal_and_sign(server: keys.ServerKeys, payload: dict[str, Any], header: dict[str, Any]) -> bytes:
+    """The bundle container of ``payload`` and ``header``: the payload encrypted under a fresh content
+    key sealed to the device's key (the header, with that key and the nonce, is the associated
+    data), then prefix, header and ciphertext signed."""
+    content_key = nacl.utils.random(32)
+    nonce = nacl.utils.random(bundle_format.NONCE_LEN)
+    body = msgpack.packb(payload, use_bin_type=True)
+    head = msgpack.packb({**header, "nonce": nonce, "sealed_key": SealedBox(server.seal_to).encrypt(content_key)},
+                         use_bin_type=True)
+    aad = bundle_format.prefix(server.sign_key_id, server.seal_key_id, len(head), len(body) + 16) + head
+    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, aad, nonce, content_key)
+    signed = aad + ciphertext
+    return signed + server.signing.sign(signed).signature
+
+
+def reissue(data: bytes, keys_dir: str | Path, version: str, *, max_size: int,
+            created: int | None = None) -> bytes:
+    """Bundle ``data``'s contents (code, models, manifest) under a new ``version``, sealed and signed
+    anew with the keys in the keygen directory ``keys_dir``, which must also hold the device key that
+    opens ``data`` (``edgevm channel rollback`` publishes the previous version's contents this way: a
+    higher version is what devices accept)."""
+    parse_version(version, "the re-issued version")
+    device, server = keys.load_device(keys_dir), keys.load_server(keys_dir)
+    raw = bundle_format.split(data, max_size)
+    header = loader.verify(raw, device)
+    payload = loader.decrypt(raw, header, device)
+    old = wire.decode(raw.header, what="bundle header")
+    fields = {k: v for k, v in old.items() if k not in ("nonce", "sealed_key")}
+    fields.update(version=version, created=int(time.time()) if created is None else created)
+    return seal_and_sign(server, {**payload, "manifest": {**payload["manifest"], "version": version}}, fields)

@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner, Signer
-from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
 from tuf.api.metadata import Metadata, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp
 from tuf.api.serialization.json import JSONSerializer
 
@@ -37,6 +37,7 @@ from vm.bundle.channel import (
 )
 from vm.bundle.versions import parse_version
 from vm.errors import BadInput, NotFound, SignatureError
+from vm.tools import packer
 
 ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 # How long each role's signature vouches for it; the timestamp must be re-signed
@@ -51,15 +52,19 @@ def key_file(keys_dir: Path, role: str) -> Path:
     return keys_dir / f"tuf-{role}.pem"
 
 
-def init_keys(keys_dir: str | Path) -> dict[str, str]:
-    """Write a new Ed25519 key per role into ``keys_dir`` (PKCS#8 PEM, 0600, atomically); refuses
-    to replace existing ones (devices trusting the old root would refuse the new channel)."""
+def init_keys(keys_dir: str | Path, roles: tuple[str, ...] | list[str] = ROLES) -> dict[str, str]:
+    """Write a new Ed25519 key per role in ``roles`` into ``keys_dir`` (PKCS#8 PEM, 0600,
+    atomically); refuses to replace existing ones (devices trusting the old root would refuse the
+    new channel: ``rotate`` moves a channel to new keys)."""
     out = Path(keys_dir)
-    existing = [key_file(out, r).name for r in ROLES if key_file(out, r).exists()]
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown or not roles:
+        raise BadInput(f"unknown channel role(s) {', '.join(unknown) or '(none given)'} (roles: {', '.join(ROLES)})")
+    existing = [key_file(out, r).name for r in roles if key_file(out, r).exists()]
     if existing:
         raise BadInput(f"{out} already holds channel keys ({', '.join(existing)}); rotate keys through a new root")
     ids = {}
-    for role in ROLES:
+    for role in roles:
         signer = CryptoSigner.generate_ed25519()
         files.write_atomic(key_file(out, role), signer.private_bytes, secret=True)
         ids[role] = signer.public_key.keyid
@@ -196,18 +201,20 @@ class Published:
     sha256: str
 
 
-def publish(bundle: str | Path, directory: str | Path, keys_dir: str | Path, *, rollout: float = 100.0,
+def publish(bundle: str | Path | bytes, directory: str | Path, keys_dir: str | Path, *, rollout: float = 100.0,
             device_classes: tuple[str, ...] | list[str] = (), min_runtime: str | None = None,
-            now: datetime | None = None, expires: dict[str, timedelta] | None = None) -> Published:
-    """Add ``bundle`` to the channel in ``directory`` and re-sign its metadata."""
-    data = Path(bundle).read_bytes()
+            reissue_of: str | None = None, now: datetime | None = None,
+            expires: dict[str, timedelta] | None = None) -> Published:
+    """Add ``bundle`` (a file, or its bytes) to the channel in ``directory`` and re-sign its metadata."""
+    data = bundle if isinstance(bundle, bytes) else Path(bundle).read_bytes()
     header = loader.read_header(data, None, max_size=MAX_BUNDLE_BYTES).get("header_unverified")
     if not isinstance(header, dict) or not isinstance(header.get("name"), str) \
             or not isinstance(header.get("version"), str):
-        raise BadInput(f"{bundle} has no readable bundle header")
+        raise BadInput(f"{'the bundle' if isinstance(bundle, bytes) else bundle} has no readable bundle header")
     name, version = header["name"], header["version"]
     offer = Offer(name=name, version=version, rollout=rollout, device_classes=tuple(device_classes),
-                  min_runtime=min_runtime if min_runtime is not None else header.get("min_runtime"))
+                  min_runtime=min_runtime if min_runtime is not None else header.get("min_runtime"),
+                  reissue_of=reissue_of)
     offer = Offer.from_custom(target_path(name, version), offer.to_custom())  # the device's own checks
     channel = Channel(directory)
     newest = max((parse_version(o.version) for o, _ in channel.offers() if o.name == name), default=None)
@@ -217,7 +224,7 @@ def publish(bundle: str | Path, directory: str | Path, keys_dir: str | Path, *, 
     path = target_path(name, version)
     target = TargetFile.from_data(path, data, [HASH_ALGORITHM])
     target.unrecognized_fields["custom"] = offer.to_custom()
-    stored = channel.dir / TARGETS_DIR / name / f"{target.hashes[HASH_ALGORITHM]}.{version}.evb"
+    stored = _stored(channel, target, version)
     files.write_atomic(stored, data)
     channel.targets.signed.targets[path] = target
     channel.commit(keys_dir, now=now, expires=expires)
@@ -249,6 +256,95 @@ def publish_snapshot(snapshot: str | Path, directory: str | Path, keys_dir: str 
     channel.targets.signed.targets[path] = target
     channel.commit(keys_dir, now=now, expires=expires)
     return Published(offer=offer, path=stored, length=target.length, sha256=target.hashes[HASH_ALGORITHM])
+def _stored(channel: Channel, target: TargetFile, version: str) -> Path:
+    """Where the channel keeps ``target``'s file (named by its content hash: consistent snapshots)."""
+    name = target.path.rpartition("/")[0]
+    return channel.dir / TARGETS_DIR / name / f"{target.hashes[HASH_ALGORITHM]}.{version}.evb"
+
+
+def rollback(directory: str | Path, keys_dir: str | Path, bundle_keys: str | Path, name: str, *,
+             version: str | None = None, now: datetime | None = None,
+             expires: dict[str, timedelta] | None = None) -> Published:
+    """Publish the contents of ``name``'s previous version again, as a new version above the newest
+    (``version``, default: the newest with its last number + 1), re-sealed and re-signed with the
+    bundle keys in ``bundle_keys`` (a keygen directory), for the devices the newest is for.
+
+    Devices never go down a version, so a rollback moves them forward to the old contents. The
+    previous version is the newest one published before the contents now newest: after rolling 2.0.0
+    back to 1.0.0's contents as 2.0.1, a second rollback goes to what came before 1.0.0, not to 2.0.0.
+    """
+    channel = Channel(directory)
+    mine = [(o, t) for o, t in channel.offers() if o.name == name]
+    if not mine:
+        raise NotFound(f"the channel publishes no bundle {name!r}")
+    newest = mine[-1][0]
+    origin = parse_version(newest.reissue_of or newest.version)
+    older = [(o, t) for o, t in mine if parse_version(o.version) < origin]
+    if not older:
+        raise BadInput(f"{name} has no version published before {newest.reissue_of or newest.version} "
+                       "to roll back to")
+    previous, target = older[-1]
+    path = _stored(channel, target, previous.version)
+    try:
+        data = path.read_bytes()
+        target.verify_length_and_hashes(data)
+    except FileNotFoundError:
+        raise NotFound(f"{path} is missing from the channel") from None
+    except LengthOrHashMismatchError:
+        raise BadInput(f"{path} does not match its signed length and hash: restore it first") from None
+    if version is None:
+        numbers = parse_version(newest.version)
+        version = ".".join(map(str, (*numbers[:-1], numbers[-1] + 1)))
+    reissued = packer.reissue(data, bundle_keys, version, max_size=MAX_BUNDLE_BYTES)
+    return publish(reissued, directory, keys_dir, rollout=newest.rollout, device_classes=newest.device_classes,
+                   reissue_of=previous.reissue_of or previous.version, now=now, expires=expires)
+
+
+def rotate(directory: str | Path, keys_dir: str | Path, new_keys_dir: str | Path, *, now: datetime | None = None,
+           expires: dict[str, timedelta] | None = None) -> list[str]:
+    """Move the channel to the role keys in ``new_keys_dir`` (``init_keys``; the roles whose key is
+    there are rotated): a new root version names them, signed by the root key the trusted root
+    names and by the new root key (the TUF rule: a threshold of the old root's keys and of the new
+    one's), then targets, snapshot and timestamp are re-signed with the new keys. The keys of the
+    roles not rotated are copied into ``new_keys_dir``, which then holds the channel's whole key
+    set; the old keys of rotated roles are revoked (devices refuse metadata signed by them). Run
+    again after an interruption, it finishes the same rotation. Returns the rotated roles."""
+    old, new = Path(keys_dir), Path(new_keys_dir)
+    rotated = [r for r in ROLES if key_file(new, r).exists()]
+    if not rotated:
+        raise NotFound(f"{new} holds no channel role key (edgevm keygen --tuf --out {new} writes them)")
+    channel = Channel(directory)
+    now = now or datetime.now(UTC)
+    signers = {role: _signer(new, role) for role in rotated}
+    trusted = channel.root.signed
+    if any(signers[r].public_key.keyid not in trusted.roles[r].keyids for r in rotated):
+        for role in ROLES:
+            if role not in rotated:
+                try:
+                    files.write_atomic(key_file(new, role), key_file(old, role).read_bytes(), secret=True)
+                except FileNotFoundError:
+                    raise NotFound(f"channel key {key_file(old, role)} not found") from None
+        root = Metadata[Root].from_bytes(channel.root.to_bytes()).signed
+        for role, signer in signers.items():
+            for keyid in list(root.roles[role].keyids):
+                root.revoke_key(keyid, role)
+            root.add_key(signer.public_key, role)
+        root.version += 1
+        root.expires = _expiry(Root.type, now, expires)
+        md = Metadata(root)
+        md.sign(_signer(old, Root.type), append=True)
+        if Root.type in signers:
+            md.sign(signers[Root.type], append=True)
+        try:
+            trusted.verify_delegate(Root.type, md.signed_bytes, md.signatures)
+        except UnsignedMetadataError:
+            raise SignatureError(f"{key_file(old, Root.type)} is not the root key this channel's root trusts") from None
+        data = md.to_bytes(_SERIALIZER)
+        files.write_atomic(channel.meta_dir / f"{root.version}.{Root.type}.json", data)
+        files.write_atomic(channel.meta_dir / f"{Root.type}.json", data)
+        channel.root = md
+    channel.commit(new, now=now, expires=expires)
+    return rotated
 
 
 def refresh(directory: str | Path, keys_dir: str | Path, *, now: datetime | None = None,
@@ -264,7 +360,7 @@ def status(directory: str | Path) -> dict[str, Any]:
              for md in (channel.root, channel.targets, channel.snapshot, channel.timestamp)}
     bundles = [{"name": o.name, "version": o.version, "rollout": o.rollout,
                 "device_classes": list(o.device_classes), "min_runtime": o.min_runtime, "length": t.length,
-                "sha256": t.hashes.get(HASH_ALGORITHM)} for o, t in channel.offers()]
+                "sha256": t.hashes.get(HASH_ALGORITHM), "reissue_of": o.reissue_of} for o, t in channel.offers()]
     snapshots = [{"name": o.name, "version": o.version, "length": t.length, "sha256": t.hashes.get(HASH_ALGORITHM)}
                  for o, t in channel.snapshot_offers()]
     return {"channel": str(channel.dir), "roles": roles, "bundles": bundles, "snapshots": snapshots}
@@ -274,9 +370,9 @@ def format_status(doc: dict[str, Any]) -> str:
     """``status`` as a table for people."""
     lines = [f"channel {doc['channel']}"]
     lines += [f"  {role:<10} v{r['version']:<5} expires {r['expires']}" for role, r in doc["roles"].items()]
-    rows = [("bundle", "version", "rollout", "device classes", "min runtime", "bytes")]
+    rows = [("bundle", "version", "rollout", "device classes", "min runtime", "bytes", "contents of")]
     rows += [(b["name"], b["version"], f"{b['rollout']:g}%", ",".join(b["device_classes"]) or "all",
-              b["min_runtime"] or "-", str(b["length"])) for b in doc["bundles"]]
+              b["min_runtime"] or "-", str(b["length"]), b["reissue_of"] or "-") for b in doc["bundles"]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     if not doc["bundles"]:

@@ -4,13 +4,17 @@ become edgevm's typed errors.
 Each check runs the TUF client workflow from the trusted metadata kept in ``metadata_dir``: root
 (rotations through a new root), timestamp, snapshot, targets, with versions (no rollback),
 expiry (no freeze), signatures of the roles' keys, and hashes and lengths (no mix-and-match,
-no endless data). Two gaps of ngclient are closed here: trusted metadata is written durably
-(fsynced, through ``vm.bundle.files``) rather than only renamed, and a target is downloaded to a
-file the caller renames into place only once it verified.
+no endless data). Three gaps of ngclient are closed here: trusted metadata is written durably
+(fsynced, through ``vm.bundle.files``) rather than only renamed; a target is downloaded beside its
+destination and renamed into place only once its length and hashes verified; and a download cut
+short (a broken or stalled connection) resumes where it stopped on the next try (HTTP Range).
+
+``edgevm update-client`` (TUF's conformance client protocol) runs this same client.
 """
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -78,11 +82,35 @@ def typed(exc: Exception, what: str) -> EdgeError:
     return Internal(f"{text} (unexpected {type(exc).__name__})")
 
 
-class ChannelClient:
-    """A TUF client of one channel, keeping its trusted metadata in ``metadata_dir``."""
+PARTIAL = ".partial"  # beside a download's destination: the bytes received so far
 
-    def __init__(self, channel: str, metadata_dir: Path, root: Path, fetcher: ChannelFetcher) -> None:
-        self.base = channel_url(channel)
+
+def trust_root(metadata_dir: Path, root: Path) -> None:
+    """Make ``root`` (a root.json) the trusted root in ``metadata_dir``, durably; it must parse as
+    TUF root metadata (its signatures are checked by the first refresh, against itself)."""
+    try:
+        data = root.read_bytes()
+        Metadata[Root].from_bytes(data)
+        files.write_atomic(metadata_dir / f"{Root.type}.json", data)
+    except Exception as exc:
+        raise typed(exc, f"trusted root {root}") from None
+
+
+class ChannelClient:
+    """A TUF client of one channel, keeping its trusted metadata in ``metadata_dir``.
+
+    ``channel`` is the channel's URL or path (metadata and targets in its ``metadata/`` and
+    ``targets/``); ``metadata_url`` and ``target_base_url`` name them apart instead, for any TUF
+    repository."""
+
+    def __init__(self, channel: str | None, metadata_dir: Path, root: Path, fetcher: ChannelFetcher, *,
+                 metadata_url: str | None = None, target_base_url: str | None = None) -> None:
+        base = channel_url(channel) if channel is not None else None
+        if base is None and metadata_url is None:
+            raise BadInput("a channel client needs a channel or a metadata URL")
+        self.metadata_url = _slash(metadata_url) if metadata_url else f"{base}{METADATA_DIR}/"
+        self.target_base_url = _slash(target_base_url) if target_base_url else \
+            (f"{base}{TARGETS_DIR}/" if base is not None else None)
         self.metadata_dir = metadata_dir
         self.root = root
         self.fetcher = fetcher
@@ -101,17 +129,21 @@ class ChannelClient:
             except OSError as exc:
                 raise NotFound(f"the channel's trusted root {self.root} cannot be read ({exc.strerror})") from None
 
-    def refresh(self) -> list[tuple[Offer, TargetFile]]:
-        """Run the TUF workflow; every target the channel now offers (malformed ones are skipped)."""
+    def refresh_metadata(self) -> None:
+        """Run the TUF workflow for the top-level roles; trusted metadata is then up to date."""
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self._updater = _DurableUpdater(str(self.metadata_dir), self.base + METADATA_DIR + "/",
-                                            target_base_url=self.base + TARGETS_DIR + "/", fetcher=self.fetcher,
+            self._updater = _DurableUpdater(str(self.metadata_dir), self.metadata_url, fetcher=self.fetcher,
                                             config=UpdaterConfig(), bootstrap=self._bootstrap())
             self._updater.refresh()
-            targets = self._updater._trusted_set.targets.targets  # verified just now; no delegations
         except Exception as exc:
             raise typed(exc, "channel metadata") from None
+
+    def refresh(self) -> list[tuple[Offer, TargetFile]]:
+        """Run the TUF workflow; every target the channel now offers (malformed ones are skipped)."""
+        self.refresh_metadata()
+        assert self._updater is not None
+        targets = self._updater._trusted_set.targets.targets  # verified just now; no delegations
         offers = []
         self.snapshot_offers = []
         for path, target in targets.items():
@@ -124,12 +156,91 @@ class ChannelClient:
                 log.warning("channel offers a malformed target, skipped: %s", exc)
         return offers
 
-    def download(self, target: TargetFile, dest: Path) -> bytes:
-        """Download ``target`` to ``dest`` (length capped, hashes verified) and return its bytes."""
+    def target(self, path: str) -> TargetFile:
+        """The verified target ``path`` (delegated roles walked, as TUF's workflow says); ``refresh()`` first."""
         assert self._updater is not None, "refresh() first"
         try:
-            self._updater.download_target(target, str(dest))
-            return dest.read_bytes()
+            target = self._updater.get_targetinfo(path)
         except Exception as exc:
-            dest.unlink(missing_ok=True)
+            raise typed(exc, f"target {path}") from None
+        if target is None:
+            raise NotFound(f"the channel's metadata names no target {path}")
+        return target
+
+    def download(self, target: TargetFile, dest: Path) -> bytes:
+        """Download ``target`` to ``dest`` and return its bytes: never more than its signed length,
+        renamed to ``dest`` only once its length and hashes match. The bytes go to
+        ``dest`` + ``.partial`` first; a transfer cut short keeps them there and the next call resumes
+        from them (HTTP Range). A partial file that turns out not to match is dropped, and the whole
+        file fetched again, once."""
+        assert self._updater is not None, "refresh() first"
+        if self.target_base_url is None:
+            raise BadInput(f"no target base URL to download {target.path} from")
+        partial, url = dest.with_name(dest.name + PARTIAL), self._target_url(target)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            resumed = self._fetch_into(url, partial, target.length)
+            error = _mismatch(target, partial)
+            if error is not None and resumed and partial.stat().st_size >= target.length:
+                partial.unlink()  # the kept bytes were stale or damaged: the whole file once more
+                self._fetch_into(url, partial, target.length)
+                error = _mismatch(target, partial)
+            if error is not None:
+                if partial.stat().st_size >= target.length:
+                    partial.unlink()  # whole but wrong: nothing to resume from
+                raise error  # shorter: the body ended early, the next try resumes
+            os.replace(partial, dest)
+            files.fsync_dir(dest.parent)
+            return dest.read_bytes()
+        except exceptions.DownloadLengthMismatchError as exc:
+            partial.unlink(missing_ok=True)
             raise typed(exc, f"bundle {target.path}") from None
+        except Exception as exc:
+            raise typed(exc, f"bundle {target.path}") from None
+
+    def cached(self, target: TargetFile, path: Path) -> bool:
+        """Whether ``path`` already holds ``target`` (length and hashes match): no need to download it."""
+        try:
+            return _mismatch(target, path) is None
+        except OSError:
+            return False
+
+    def _target_url(self, target: TargetFile) -> str:
+        """Where ``target`` is: with consistent snapshots, its file name is prefixed by its hash."""
+        assert self._updater is not None
+        path = target.path
+        if self._updater._trusted_set.root.consistent_snapshot:
+            dirname, sep, basename = path.rpartition("/")
+            path = f"{dirname}{sep}{next(iter(target.hashes.values()))}.{basename}"
+        return f"{self.target_base_url}{path}"
+
+    def _fetch_into(self, url: str, partial: Path, length: int) -> bool:
+        """Append ``url``'s bytes to ``partial`` from its size on (or rewrite it, if the server sends
+        the whole file); whether it resumed. More than ``length`` bytes in all is an error."""
+        have = partial.stat().st_size if partial.exists() else 0
+        if have == length:
+            return True  # all there already (the process ended before the rename): verify it
+        start, chunks = self.fetcher.fetch_from(url, have if have < length else 0)
+        received = start
+        with partial.open("ab" if start else "wb") as f:
+            for chunk in chunks:
+                received += len(chunk)
+                if received > length:
+                    raise exceptions.DownloadLengthMismatchError(
+                        f"{url}: more than the {length} bytes the metadata allows")
+                f.write(chunk)
+        return start > 0
+
+
+def _mismatch(target: TargetFile, path: Path) -> exceptions.LengthOrHashMismatchError | None:
+    """Why the file at ``path`` is not ``target`` (its signed length and hashes), or None."""
+    with path.open("rb") as f:
+        try:
+            target.verify_length_and_hashes(f)
+        except exceptions.LengthOrHashMismatchError as exc:
+            return exc
+    return None
+
+
+def _slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
