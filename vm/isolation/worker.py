@@ -88,7 +88,8 @@ def serve(fd: int) -> int:
             from vm.ml import models
 
             sessions = models.load_models(bundle.models, DeviceProfile.from_config(settings["profile"]))
-        instance = BundleInstance(bundle, sessions, log=log, max_result=int(settings["max_result"]))
+        instance = BundleInstance(bundle, sessions, log=log, max_result=int(settings["max_result"]),
+                                  ab_group=settings.get("ab_group"))
     except EdgeError as exc:
         chan.send("error", 0, exc.code, exc.message, _detail(exc))
         return 0

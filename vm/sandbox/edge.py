@@ -62,8 +62,8 @@ def _ops_module() -> types.ModuleType:
 
 
 def build(*, bundle_name: str, bundle_version: str, sessions: dict[str, Any],
-          log: Callable[[str], None]) -> types.ModuleType:
-    """A fresh ``edge`` module for one bundle."""
+          log: Callable[[str], None], ab_group: str | None = None) -> types.ModuleType:
+    """A fresh ``edge`` module for one bundle (``ab_group``: this device's A/B group for it)."""
     module = types.ModuleType("edge")
     models = {name: Model(s) for name, s in sessions.items()}
 
@@ -88,6 +88,10 @@ def build(*, bundle_name: str, bundle_version: str, sessions: dict[str, Any],
         """Write a line to the runtime's log for this bundle."""
         log(" ".join(str(a) for a in args))
 
+    def ab_group_() -> str | None:
+        """This device's A/B group for this bundle version (None: it is not in an A/B test)."""
+        return ab_group
+
     def lazy(name: str) -> Any:
         if name == "ops":
             ops = _ops_module()
@@ -98,6 +102,6 @@ def build(*, bundle_name: str, bundle_version: str, sessions: dict[str, Any],
     module.__dict__.update({
         "bundle_name": bundle_name, "bundle_version": bundle_version, "model": model,
         "models": tuple(sorted(models)), "remaining_ms": remaining_ms, "now_ms": now_ms, "log": log_,
-        "__getattr__": lazy,
+        "ab_group": ab_group_, "__getattr__": lazy,
     })
     return module

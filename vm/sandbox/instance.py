@@ -24,14 +24,14 @@ class BundleInstance:
     before the lockdown)."""
 
     def __init__(self, bundle: TrustedBundle, sessions: dict[str, Any], log: Callable[[str], None], *,
-                 max_result: int) -> None:
+                 max_result: int, ab_group: str | None = None) -> None:
         self.bundle = bundle
         self.sessions = sessions
         self.max_result = max_result
         self.sandbox = Sandbox(
             bundle.codes, bundle.packages,
             edge=lambda: edge.build(bundle_name=bundle.name, bundle_version=bundle.version, sessions=sessions,
-                                    log=log),
+                                    log=log, ab_group=ab_group),
             log=log)
         self._entries: dict[str, Callable[..., Any]] = {}
 

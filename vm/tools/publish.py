@@ -182,8 +182,10 @@ class Published:
 
 def publish(bundle: str | Path, directory: str | Path, keys_dir: str | Path, *, rollout: float = 100.0,
             device_classes: tuple[str, ...] | list[str] = (), min_runtime: str | None = None,
-            now: datetime | None = None, expires: dict[str, timedelta] | None = None) -> Published:
-    """Add ``bundle`` to the channel in ``directory`` and re-sign its metadata."""
+            ab: dict[str, float] | None = None, now: datetime | None = None,
+            expires: dict[str, timedelta] | None = None) -> Published:
+    """Add ``bundle`` to the channel in ``directory`` and re-sign its metadata; ``ab`` maps A/B
+    group names to percentages of the devices that take it (summing to 100)."""
     data = Path(bundle).read_bytes()
     header = loader.read_header(data, None, max_size=MAX_BUNDLE_BYTES).get("header_unverified")
     if not isinstance(header, dict) or not isinstance(header.get("name"), str) \
@@ -191,7 +193,8 @@ def publish(bundle: str | Path, directory: str | Path, keys_dir: str | Path, *, 
         raise BadInput(f"{bundle} has no readable bundle header")
     name, version = header["name"], header["version"]
     offer = Offer(name=name, version=version, rollout=rollout, device_classes=tuple(device_classes),
-                  min_runtime=min_runtime if min_runtime is not None else header.get("min_runtime"))
+                  min_runtime=min_runtime if min_runtime is not None else header.get("min_runtime"),
+                  ab=tuple((g, round(p * 100)) for g, p in (ab or {}).items()))
     offer = Offer.from_custom(target_path(name, version), offer.to_custom())  # the device's own checks
     channel = Channel(directory)
     newest = max((parse_version(o.version) for o, _ in channel.offers() if o.name == name), default=None)
@@ -220,7 +223,8 @@ def status(directory: str | Path) -> dict[str, Any]:
     roles = {md.signed.type: {"version": md.signed.version, "expires": md.signed.expires.isoformat()}
              for md in (channel.root, channel.targets, channel.snapshot, channel.timestamp)}
     bundles = [{"name": o.name, "version": o.version, "rollout": o.rollout,
-                "device_classes": list(o.device_classes), "min_runtime": o.min_runtime, "length": t.length,
+                "device_classes": list(o.device_classes), "min_runtime": o.min_runtime, "ab": dict(o.ab),
+                "length": t.length,
                 "sha256": t.hashes.get(HASH_ALGORITHM)} for o, t in channel.offers()]
     return {"channel": str(channel.dir), "roles": roles, "bundles": bundles}
 
