@@ -11,6 +11,7 @@ from update_fixtures import channel, device, events, features  # noqa: F401 - fi
 from vm.bundle.channel import Offer
 from vm.errors import BadInput, ScriptError
 from vm.host import cli
+from vm.host.runtime import Runtime
 from vm.tools import publish
 from vm.update.updater import ab_group, bucket
 
@@ -104,3 +105,12 @@ def test_metrics_are_kept_per_bundle_version(make_bundle, channel, device) -> No
     assert rt.infer("s", "b", {})["version"] == "2.0.0"
     assert settled.wait(30)
     assert [(e["event"], e["version"]) for e in verdicts] == [("confirmed", "2.0.0")], verdicts
+
+
+def test_the_ab_group_reaches_scripts_in_worker_processes(make_bundle, keys_dir) -> None:
+    bundle = make_bundle(_ab("1.0.0"), name="feat", version="1.0.0")
+    with Runtime({"keys": keys_dir, "isolation": "process"}) as rt:
+        rt.load(bundle, ab_group="treatment")
+        assert rt.infer("s", "b", {}) == {"version": "1.0.0", "group": "treatment"}
+        with pytest.raises(BadInput, match="ab_group"):
+            rt.load(bundle, ab_group=7)  # type: ignore[arg-type]
