@@ -271,31 +271,48 @@ EDGEVM_API int edgevm_track(edgevm_t *vm, const uint8_t *event_msgpack, size_t l
     return rc;
 }
 
-EDGEVM_API int edgevm_set_listener(edgevm_t *vm, edgevm_listener cb, void *user_data)
+/* Set one of a handle's listeners (the task listener, or with `update` the update listener): the C
+ * side first, so no event posted once Python forwards them is dropped; undone if Python refuses. */
+static int set_listener(edgevm_t *vm, int update, edgevm_listener cb, void *user_data)
 {
+    const char *fn = update ? "edgevm_set_update_listener" : "edgevm_set_listener";
     msg_clear();
     handle_t *h;
-    int rc = acquire(vm, "edgevm_set_listener", &h);
+    int rc = acquire(vm, fn, &h);
     if (rc != EDGEVM_OK)
         return rc;
+    edgevm_listener *slot = update ? &h->update_listener : &h->listener;
+    void **slot_ud = update ? &h->update_listener_ud : &h->listener_ud;
     pthread_mutex_lock(&g_mu);
-    h->listener = cb;
-    h->listener_ud = cb != NULL ? user_data : NULL;
+    *slot = cb;
+    *slot_ud = cb != NULL ? user_data : NULL;
     pthread_mutex_unlock(&g_mu);
     int status = -1;
-    edgevm__py_listen(h->id, cb != NULL, &status);
-    rc = py_result(status, "edgevm_set_listener");
+    (update ? edgevm__py_update_listen : edgevm__py_listen)(h->id, cb != NULL, &status);
+    rc = py_result(status, fn);
     if (rc != EDGEVM_OK) {
         pthread_mutex_lock(&g_mu);
-        h->listener = NULL;
-        h->listener_ud = NULL;
+        *slot = NULL;
+        *slot_ud = NULL;
         pthread_mutex_unlock(&g_mu);
     }
     release(h);
     return rc;
 }
 
-EDGEVM_API int edgevm_metrics(edgevm_t *vm, uint8_t **out_msgpack, size_t *out_len)
+EDGEVM_API int edgevm_set_listener(edgevm_t *vm, edgevm_listener cb, void *user_data)
+{
+    return set_listener(vm, 0, cb, user_data);
+}
+
+EDGEVM_API int edgevm_set_update_listener(edgevm_t *vm, edgevm_listener cb, void *user_data)
+{
+    return set_listener(vm, 1, cb, user_data);
+}
+
+/* A call whose answer is a msgpack buffer made by Python (edgevm_metrics, edgevm_update_now). */
+static int msgpack_out(edgevm_t *vm, const char *fn, void (*py)(uint64_t, uint8_t **, size_t *, int *),
+                       uint8_t **out_msgpack, size_t *out_len)
 {
     msg_clear();
     if (out_msgpack != NULL)
@@ -303,17 +320,17 @@ EDGEVM_API int edgevm_metrics(edgevm_t *vm, uint8_t **out_msgpack, size_t *out_l
     if (out_len != NULL)
         *out_len = 0;
     handle_t *h;
-    int rc = acquire(vm, "edgevm_metrics", &h);
+    int rc = acquire(vm, fn, &h);
     if (rc != EDGEVM_OK)
         return rc;
     if (out_msgpack == NULL || out_len == NULL) {
-        rc = fail(EDGEVM_EINVAL, "edgevm_metrics: %s is NULL", out_msgpack == NULL ? "out_msgpack" : "out_len");
+        rc = fail(EDGEVM_EINVAL, "%s: %s is NULL", fn, out_msgpack == NULL ? "out_msgpack" : "out_len");
     } else {
         int status = -1;
         uint8_t *buf = NULL;
         size_t n = 0;
-        edgevm__py_metrics(h->id, &buf, &n, &status);
-        rc = py_result(status, "edgevm_metrics");
+        py(h->id, &buf, &n, &status);
+        rc = py_result(status, fn);
         if (rc == EDGEVM_OK) {
             *out_msgpack = buf;
             *out_len = n;
@@ -323,6 +340,16 @@ EDGEVM_API int edgevm_metrics(edgevm_t *vm, uint8_t **out_msgpack, size_t *out_l
     }
     release(h);
     return rc;
+}
+
+EDGEVM_API int edgevm_metrics(edgevm_t *vm, uint8_t **out_msgpack, size_t *out_len)
+{
+    return msgpack_out(vm, "edgevm_metrics", edgevm__py_metrics, out_msgpack, out_len);
+}
+
+EDGEVM_API int edgevm_update_now(edgevm_t *vm, uint8_t **out_msgpack, size_t *out_len)
+{
+    return msgpack_out(vm, "edgevm_update_now", edgevm__py_update_now, out_msgpack, out_len);
 }
 
 EDGEVM_API int edgevm_close(edgevm_t *vm)

@@ -51,6 +51,7 @@ edgevm_job_t *edgevm__take_job(void);
 void edgevm__finish_job(edgevm_job_t *job, int status, const char *data, size_t len);
 void edgevm__set_error(const char *message);
 void edgevm__post_event(uint64_t handle, const char *data, size_t len);
+void edgevm__post_update_event(uint64_t handle, const char *data, size_t len);
 uint8_t *edgevm__out_alloc(size_t len);
 int edgevm__counters(uint64_t handle, edgevm_counters_t *out);
 void edgevm__init_failed(const char *message);
@@ -64,6 +65,8 @@ void edgevm__py_load(uint64_t handle, const uint8_t *data, size_t len, const cha
 void edgevm__py_track(uint64_t handle, const uint8_t *data, size_t len, int *status);
 void edgevm__py_metrics(uint64_t handle, uint8_t **out, size_t *out_len, int *status);
 void edgevm__py_listen(uint64_t handle, int on, int *status);
+void edgevm__py_update_now(uint64_t handle, uint8_t **out, size_t *out_len, int *status);
+void edgevm__py_update_listen(uint64_t handle, int on, int *status);
 void edgevm__py_close(uint64_t handle, int *status);
 
 #endif

@@ -109,6 +109,7 @@ struct job {
 
 typedef struct event {
     struct event *next;
+    int update;                /* for the update listener, else for the task listener */
     size_t len;
     uint8_t data[];
 } event_t;
@@ -135,6 +136,8 @@ struct handle {
     event_t *eq_head, *eq_tail;
     edgevm_listener listener;
     void *listener_ud;
+    edgevm_listener update_listener;
+    void *update_listener_ud;
     edgevm_counters_t n;
 };
 

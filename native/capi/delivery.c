@@ -95,8 +95,8 @@ INTERNAL void *delivery_main(void *arg)
             h->eq_head = ev->next;
             if (h->eq_head == NULL)
                 h->eq_tail = NULL;
-            edgevm_listener cb = h->listener;
-            void *ud = h->listener_ud;
+            edgevm_listener cb = ev->update ? h->update_listener : h->listener;
+            void *ud = ev->update ? h->update_listener_ud : h->listener_ud;
             if (cb != NULL)
                 h->n.events++;
             else

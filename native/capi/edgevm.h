@@ -197,8 +197,37 @@ typedef void (*edgevm_listener)(void *user_data, const uint8_t *event_msgpack, s
 EDGEVM_API int edgevm_set_listener(edgevm_t *vm, edgevm_listener cb, void *user_data);
 
 /*
+ * edgevm_update_now — check the update channel (config "update", docs/ota.md) now and install what is
+ * new for this device: download, verify, hot swap. What happened is the result, not the return code:
+ * *out_msgpack receives a msgpack array of event maps, in order, each with "event" ("checked",
+ * "downloaded", "activated" or "refused") and, as they apply, "bundle", "version", "reason" (text),
+ * "error" (a stable error name, e.g. "downgrade", "bad_signature") and "bytes". An unreachable channel
+ * or a refused bundle is a "refused" event with EDGEVM_OK; the device keeps serving what it had.
+ *   Errors: EINVAL (NULL out, or no "update" in the config), EBUSY, ECLOSED, EINTERNAL.
+ *   Ownership: *out_msgpack is owned by the caller: edgevm_free() it (NULL/0 on failure).
+ *   Threading: any thread; takes the interpreter lock; waits for the download and the swap (bounded by
+ *   "update.timeout_s", "update.download_timeout_s" and "load_deadline_ms"). The same events also
+ *   reach the update listener.
+ */
+EDGEVM_API int edgevm_update_now(edgevm_t *vm, uint8_t **out_msgpack, size_t *out_len);
+
+/*
+ * edgevm_set_update_listener — register (cb != NULL) or remove (cb == NULL) the handle's update
+ * listener; replaces any previous one. cb receives each update event as one msgpack map (the keys of
+ * edgevm_update_now's events; "event" is also "confirmed" when a new version passed probation, and
+ * "rolled_back" with "to" when it failed it or ended the process in a crash loop), whether a check
+ * came from edgevm_update_now or the background poller. The first listener set also receives the events
+ * of the start (a crash-loop rollback), which happened before it could be set.
+ *   Runs on the handle's delivery thread (see edgevm_callback); the buffer is valid during the call only.
+ *   Errors: EINVAL (no "update" in the config), ECLOSED, EINTERNAL. Threading: any thread; takes the
+ *   interpreter lock. user_data: as for edgevm_set_listener.
+ */
+EDGEVM_API int edgevm_set_update_listener(edgevm_t *vm, edgevm_listener cb, void *user_data);
+
+/*
  * edgevm_metrics — the runtime's counters as a msgpack map (queues, latencies, failures, circuit
- * breakers, and a "capi" map of C-side counters). *out is owned by the caller: edgevm_free() it.
+ * breakers, per bundle version under "versions", the loaded versions and their A/B groups under
+ * "bundles", and a "capi" map of C-side counters). *out is owned by the caller: edgevm_free() it.
  *   Errors: EINVAL (NULL out), ECLOSED, EINTERNAL. Threading: any thread; takes the interpreter lock.
  */
 EDGEVM_API int edgevm_metrics(edgevm_t *vm, uint8_t **out_msgpack, size_t *out_len);

@@ -279,7 +279,7 @@ INTERNAL void edgevm__finish_job(edgevm_job_t *pub, int status, const char *data
     pthread_mutex_unlock(&g_mu);
 }
 
-INTERNAL void edgevm__post_event(uint64_t id, const char *data, size_t len)
+static void post_event(uint64_t id, int update, const char *data, size_t len)
 {
     if (data == NULL || len == 0 || len > SIZE_MAX - sizeof(event_t))
         return;
@@ -287,11 +287,12 @@ INTERNAL void edgevm__post_event(uint64_t id, const char *data, size_t len)
     if (ev == NULL)
         return;
     ev->next = NULL;
+    ev->update = update;
     ev->len = len;
     memcpy(ev->data, data, len);
     pthread_mutex_lock(&g_mu);
     handle_t *h = find_live_locked(id);
-    if (h == NULL || h->closing || h->stop || h->listener == NULL) {
+    if (h == NULL || h->closing || h->stop || (update ? h->update_listener : h->listener) == NULL) {
         if (h != NULL)
             h->n.events_dropped++;
         pthread_mutex_unlock(&g_mu);
@@ -305,6 +306,16 @@ INTERNAL void edgevm__post_event(uint64_t id, const char *data, size_t len)
     h->eq_tail = ev;
     pthread_cond_signal(&h->cv);
     pthread_mutex_unlock(&g_mu);
+}
+
+INTERNAL void edgevm__post_event(uint64_t id, const char *data, size_t len)
+{
+    post_event(id, 0, data, len);
+}
+
+INTERNAL void edgevm__post_update_event(uint64_t id, const char *data, size_t len)
+{
+    post_event(id, 1, data, len);
 }
 
 INTERNAL int edgevm__counters(uint64_t id, edgevm_counters_t *out)

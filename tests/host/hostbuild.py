@@ -53,8 +53,9 @@ def capi_flags() -> list[str]:
     return shlex.split(out)
 
 
-def build_host(out: Path, *, sanitize: str | None = None) -> Path:
-    """Compile host.c against libedgevm with gcc, as an app would. With ``sanitize`` (``"thread"``,
+def build_host(out: Path, *, sanitize: str | None = None, source: str = "host.c") -> Path:
+    """Compile ``source`` (host.c, or another host program here) against libedgevm with gcc, as an
+    app would. With ``sanitize`` (``"thread"``,
     ``"address"``) both the library (into ``out``'s directory; run the host with
     ``EDGEVM_PYTHONPATH=ROOT``) and the host are instrumented."""
     cc = os.environ.get("CC", "gcc")
@@ -71,7 +72,7 @@ def build_host(out: Path, *, sanitize: str | None = None) -> Path:
     else:
         library()
         flags = capi_flags()
-    cmd = [cc, "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread", str(HOST_DIR / "host.c"),
+    cmd = [cc, "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread", str(HOST_DIR / source),
            "-o", str(out), *flags]
     subprocess.run(cmd, check=True)
     return out

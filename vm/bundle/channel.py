@@ -12,7 +12,8 @@ A channel is a directory served as it is (any static HTTP server or CDN, or a pl
 A target's TUF path is ``NAME/VERSION.evb``; its ``custom`` field holds ``{"edgevm": {...}}``:
 the bundle's name and version, the rollout in basis points (``rollout_bp``, 0..10000: TUF's
 canonical JSON has no floats), the device classes it is for (empty: all), the lowest runtime
-version that may run it, and for a re-issue (``edgevm channel rollback``) the version whose
+version that may run it, its A/B groups (``ab``: group name -> basis points, summing to 10000;
+absent or empty: no A/B test), and for a re-issue (``edgevm channel rollback``) the version whose
 contents it holds (``reissue_of``; the device does not read it). A feature snapshot's target path
 is ``snapshots/NAME/VERSION.evs`` and its custom field ``{"edgevm": {"kind": "snapshot", "name":
 ..., "version": ...}}`` (``SnapshotOffer``).
@@ -80,6 +81,7 @@ class Offer:
     device_classes: tuple[str, ...] = ()
     min_runtime: str | None = None
     reissue_of: str | None = None
+    ab: tuple[tuple[str, int], ...] = ()  # (group, basis points), sorted by group; empty: no A/B
 
     @property
     def rollout_bp(self) -> int:
@@ -89,7 +91,7 @@ class Offer:
     def to_custom(self) -> dict[str, Any]:
         """The target's ``custom`` field."""
         doc = {"name": self.name, "version": self.version, "rollout_bp": self.rollout_bp,
-               "device_classes": list(self.device_classes), "min_runtime": self.min_runtime}
+               "device_classes": list(self.device_classes), "min_runtime": self.min_runtime, "ab": dict(self.ab)}
         if self.reissue_of is not None:
             doc["reissue_of"] = self.reissue_of
         return {CUSTOM_KEY: doc}
@@ -111,7 +113,8 @@ class Offer:
             parse_version(reissue_of, f"target {path}: reissue_of")
         return cls(name=name, version=version, rollout=bp / 100,
                    device_classes=check_classes(classes, f"target {path}: device_classes"),
-                   min_runtime=None if min_runtime is None else _runtime(min_runtime, path), reissue_of=reissue_of)
+                   min_runtime=None if min_runtime is None else _runtime(min_runtime, path), reissue_of=reissue_of,
+                   ab=check_ab(doc.get("ab") or {}, f"target {path}: ab"))
 
 
 def _name_version(path: str, doc: dict[str, Any], path_of: Callable[[str, str], str]) -> tuple[str, str]:
@@ -130,6 +133,26 @@ def check_classes(value: Any, what: str = "device_classes") -> tuple[str, ...]:
     if not isinstance(value, (list, tuple)) or not all(isinstance(c, str) and c for c in value):
         raise BadInput(f"{what} must be a list of non-empty names, got {value!r}")
     return tuple(value)
+
+
+MAX_AB_GROUP = 64  # characters of an A/B group name
+
+
+def check_ab(value: Any, what: str = "ab") -> tuple[tuple[str, int], ...]:
+    """A/B groups: a mapping of group names (1..64 printable characters) to basis points, each at
+    least 1, summing to exactly 10000 (every device that takes the bundle is in one group); empty:
+    no A/B test."""
+    if not isinstance(value, dict):
+        raise BadInput(f"{what} must map group names to basis points, got {value!r}")
+    for group, bp in value.items():
+        if not isinstance(group, str) or not 0 < len(group) <= MAX_AB_GROUP or not group.isprintable():
+            raise BadInput(f"{what}: group names must be 1..{MAX_AB_GROUP} printable characters, got {group!r}")
+        if isinstance(bp, bool) or not isinstance(bp, int) or not 1 <= bp <= 10_000:
+            raise BadInput(f"{what}: group {group!r} needs a whole number of basis points in [1, 10000], got {bp!r}")
+    if value and sum(value.values()) != 10_000:
+        raise BadInput(f"{what}: the groups' shares must add up to 100% (10000 basis points), "
+                       f"got {sum(value.values())}")
+    return tuple(sorted(value.items()))
 
 
 def _runtime(value: Any, path: str) -> str:

@@ -225,7 +225,7 @@ class Scheduler:
             self._refused(batch)
             raise error
         for t in batch:
-            self.metrics.count(t.kind, t.entry, "submitted")
+            self.metrics.count(t.kind, t.entry, "submitted", bundle=t.bundle)
         return [t.id for t in batch]
 
     def call(self, task: Task) -> Any:
@@ -246,7 +246,7 @@ class Scheduler:
             if t.permit and t.breaker is not None:
                 t.breaker.release(t.permit)
                 t.permit = 0
-            self.metrics.count(t.kind, t.entry, "refused")
+            self.metrics.count(t.kind, t.entry, "refused", bundle=t.bundle)
 
     def _enqueue(self, t: Task, now: float) -> None:
         """Make ``t`` ready (lock held)."""
@@ -483,7 +483,8 @@ class Scheduler:
         else:
             counter = "failed"
         wait = (t.started or now) - t.ready_at if t.ready_at else None
-        self.metrics.settle(t.kind, t.entry, counter, wait, now - t.started if t.ran else None)
+        fault = error is not None and not isinstance(error, NOT_THE_ENTRYS_FAULT)
+        self.metrics.settle(t.kind, t.entry, counter, wait, now - t.started if t.ran else None, t.bundle, fault)
         if t.permit and t.breaker is not None:
             if t.ran:
                 ok = error is None or isinstance(error, NOT_THE_ENTRYS_FAULT)

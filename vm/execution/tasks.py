@@ -26,18 +26,19 @@ class Task:
 
     ``guarded`` (the default): ``fn`` runs script code on the worker thread, under the watchdog and
     ``memory_limit``. Otherwise ``fn`` runs its work elsewhere (a worker process) and bounds it itself:
-    it is called as ``fn(deadline, *args)``."""
+    it is called as ``fn(deadline, *args)``. ``bundle`` (name, version) is the bundle version the
+    task runs, for its metrics."""
 
     __slots__ = ("id", "name", "kind", "entry", "label", "priority", "fn", "args", "budget_s", "hard_deadline",
                  "deadline", "memory_limit", "guarded", "breaker", "permit", "deps", "dependents", "pending", "chain",
                  "on_done", "info", "state", "ran", "cancelled", "result", "error", "ready_at", "started",
-                 "finished", "timed", "tkey", "_once", "_event")
+                 "finished", "timed", "tkey", "bundle", "_once", "_event")
 
     def __init__(self, fn: Callable[..., Any], *args: Any, kind: str = "task", entry: str = "", name: str = "",
                  label: str = "", priority: int = NORMAL, budget_s: float | None = None,
                  deadline: float | None = None, memory_limit: int | None = None, breaker: Breaker | None = None,
                  deps: Sequence[Task] = (), on_done: Callable[[Task], None] | None = None,
-                 info: Any = None, guarded: bool = True) -> None:
+                 info: Any = None, guarded: bool = True, bundle: tuple[str, str] | None = None) -> None:
         if budget_s is None and deadline is None:
             raise ValueError("a task needs a budget or a deadline")
         if priority not in (CORE, NORMAL, LOW):
@@ -65,6 +66,7 @@ class Task:
         self.ready_at = self.started = self.finished = 0.0
         self.timed = True  # the deadline thread ends it at its deadline (``call`` waits itself)
         self.tkey: int | None = None
+        self.bundle = bundle
         self._once = threading.Lock()
         self._event: threading.Event | None = None
 

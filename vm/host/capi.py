@@ -2,7 +2,7 @@
 
 ``libedgevm`` is a cffi embedding library. Its init code (``build.py``) makes this package
 importable and calls :func:`install`, which attaches the functions that C calls with the GIL held
-(``edgevm__py_*``: open, load, track, metrics, listener, close) and starts the dispatcher thread.
+(``edgevm__py_*``: open, load, track, metrics, listener, update, close) and starts the dispatcher thread.
 
 Inference does not come through here with the GIL: the host thread queues a job in C and waits
 in C. The dispatcher thread blocks in ``edgevm__take_job()`` (GIL released), hands each job to
@@ -46,7 +46,7 @@ def install(ffi: Any, lib: Any) -> None:
     here = ffi.string(lib.edgevm__library_path()).decode("utf-8", "surrogateescape")
     supervisor.launcher = os.path.join(os.path.dirname(os.path.abspath(here)), supervisor.LAUNCHER_NAME)
     for fn in (edgevm__py_init, edgevm__py_open, edgevm__py_load, edgevm__py_track, edgevm__py_metrics,
-               edgevm__py_listen, edgevm__py_close):
+               edgevm__py_listen, edgevm__py_update_now, edgevm__py_update_listen, edgevm__py_close):
         ffi.def_extern(name=fn.__name__)(fn)
     _dispatcher = threading.Thread(target=_dispatch_loop, name="edgevm-capi-dispatch", daemon=True)
     _dispatcher.start()
@@ -145,6 +145,17 @@ def edgevm__py_track(handle: int, data: Any, length: int, status: Any) -> None:
     _run(status, "edgevm_track", lambda: _runtime(handle).track_msgpack(_ffi.buffer(data, length)[:]))
 
 
+def _out(doc: Any, out: Any, out_len: Any) -> None:
+    """Hand ``doc`` to the C caller as a msgpack buffer it owns (``edgevm_free``)."""
+    data = msgpack.packb(doc, use_bin_type=True, default=_plain)
+    buf = _lib.edgevm__out_alloc(len(data))
+    if buf == _ffi.NULL:
+        raise Internal("out of memory")
+    _ffi.memmove(buf, data, len(data))
+    out[0] = buf
+    out_len[0] = len(data)
+
+
 def edgevm__py_metrics(handle: int, out: Any, out_len: Any, status: Any) -> None:
     def run() -> None:
         rt = _runtime(handle)
@@ -154,15 +165,21 @@ def edgevm__py_metrics(handle: int, out: Any, out_len: Any, status: Any) -> None
             doc["capi"] = {name: int(getattr(counters, name)) for name in (
                 "sync_calls", "async_calls", "c_timeouts", "callbacks", "events", "events_dropped",
                 "pending_async", "queued")}
-        data = msgpack.packb(doc, use_bin_type=True, default=_plain)
-        buf = _lib.edgevm__out_alloc(len(data))
-        if buf == _ffi.NULL:
-            raise Internal("out of memory")
-        _ffi.memmove(buf, data, len(data))
-        out[0] = buf
-        out_len[0] = len(data)
+        _out(doc, out, out_len)
 
     _run(status, "edgevm_metrics", run)
+
+
+def edgevm__py_update_now(handle: int, out: Any, out_len: Any, status: Any) -> None:
+    _run(status, "edgevm_update_now", lambda: _out(_runtime(handle).update_now(), out, out_len))
+
+
+def edgevm__py_update_listen(handle: int, on: int, status: Any) -> None:
+    def run() -> None:
+        rt = _runtime(handle)
+        rt.set_update_listener(_UpdateListener(handle) if on else None)
+
+    _run(status, "edgevm_set_update_listener", run)
 
 
 def edgevm__py_listen(handle: int, on: int, status: Any) -> None:
@@ -211,6 +228,19 @@ class _Listener:
                                "status": Internal.code, "result": None,
                                "error": f"edgevm: cannot serialise the task event: {exc}"})
         _lib.edgevm__post_event(self.handle, data, len(data))
+
+
+class _UpdateListener:
+    """Runtime update listener that forwards each update event to the handle's C update listener."""
+
+    __slots__ = ("handle",)
+
+    def __init__(self, handle: int) -> None:
+        self.handle = handle
+
+    def __call__(self, event: dict) -> None:
+        data = msgpack.packb(event, use_bin_type=True, default=_plain)
+        _lib.edgevm__post_update_event(self.handle, data, len(data))
 
 
 def pack_event(event: dict) -> bytes:

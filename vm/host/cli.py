@@ -98,10 +98,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from vm.tools import publish
 
     done = publish.publish(args.bundle, args.channel, args.keys, rollout=args.rollout,
-                           device_classes=args.device_class or [], min_runtime=args.min_runtime)
+                           device_classes=args.device_class or [], min_runtime=args.min_runtime,
+                           ab=dict(args.ab or []))
     o = done.offer
     print(f"published {o.name} {o.version} to {args.channel} ({done.length} bytes, sha256 {done.sha256[:16]}...): "
-          f"rollout {o.rollout:g}%, device classes {', '.join(o.device_classes) or 'all'}")
+          f"rollout {o.rollout:g}%, device classes {', '.join(o.device_classes) or 'all'}"
+          + (f", A/B {', '.join(f'{g} {bp / 100:g}%' for g, bp in o.ab)}" if o.ab else ""))
     return 0
 
 
@@ -219,6 +221,13 @@ def _rollout(text: str) -> float:
     if not 0 <= value <= 100:
         raise argparse.ArgumentTypeError(f"must be in [0, 100], got {text}")
     return value
+
+
+def _ab(text: str) -> tuple[str, float]:
+    group, sep, percent = text.rpartition("=")
+    if not sep or not group:
+        raise argparse.ArgumentTypeError(f"expected GROUP=PERCENT, got {text!r}")
+    return group, _rollout(percent)
 
 
 def _problems(exc: ProblemList, outcome: str) -> int:
@@ -569,6 +578,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only devices of this class take it (repeatable; default: all)")
     p.add_argument("--min-runtime", metavar="VERSION", help="lowest runtime version that takes it "
                                                             "(default: the bundle's own)")
+    p.add_argument("--ab", type=_ab, action="append", metavar="GROUP=PERCENT",
+                   help="an A/B group and its share of the devices that take it (repeatable; the shares "
+                        "add up to 100; scripts read theirs with edge.ab_group())")
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("channel", help="create an update channel, show what it publishes, re-sign it, roll back",

@@ -67,6 +67,7 @@ class _Loaded:
     instance: BundleInstance | None = None
     pool: Pool | None = None
     routes: list[tuple[str, str]] = field(default_factory=list)
+    ab_group: str | None = None
 
     def task(self, op: str, business: str, payload: bytes, *, deps: list[Task] = (),  # type: ignore[assignment]
              used: tuple[tuple[str, bytes], ...] = (), memory_limit: int | None, **kw: Any) -> Task:
@@ -145,18 +146,22 @@ class Runtime:
     max_bundle_bytes = property(lambda self: self.config.max_bundle_bytes)
 
     # -- loading -----------------------------------------------------------------------------
-    def load(self, source: str | os.PathLike | bytes, *, allow_downgrade: bool | None = None) -> dict[str, Any]:
+    def load(self, source: str | os.PathLike | bytes, *, allow_downgrade: bool | None = None,
+             ab_group: str | None = None) -> dict[str, Any]:
         """Verify, decrypt, gate and load a bundle (a path or its bytes); its entries replace
-        those of an older version of the same bundle atomically."""
+        those of an older version of the same bundle atomically. ``ab_group``: the A/B group its
+        scripts see through ``edge.ab_group()`` (the updater's choice, from the channel)."""
         self._check_open()
         data = self._read(source)
         bundle = loader.open_bundle(data, self.config.keys, max_size=self.config.max_bundle_bytes)
         downgrade_ok = self.config.allow_downgrade if allow_downgrade is None else allow_downgrade
         self._check_version(bundle, downgrade_ok)  # fail fast, before models and scripts load
         deadline = time.monotonic() + self.config.load_deadline_ms / 1000
+        if ab_group is not None and not isinstance(ab_group, str):
+            raise BadInput(f"ab_group must be a string or None, not {type(ab_group).__name__}")
         access = self._events_access(bundle)
-        loaded = (self._start_pool(bundle, deadline, access) if self._sup is not None
-                  else self._instance(bundle, deadline, access))
+        loaded = (self._start_pool(bundle, deadline, access, ab_group) if self._sup is not None
+                  else self._instance(bundle, deadline, access, ab_group))
         try:
             old = self._install(loaded, downgrade_ok)
         except BaseException:
@@ -191,13 +196,14 @@ class Runtime:
 
         return call
 
-    def _instance(self, bundle: loader.TrustedBundle, deadline: float, access: Access | None) -> _Loaded:
+    def _instance(self, bundle: loader.TrustedBundle, deadline: float, access: Access | None,
+                  ab_group: str | None) -> _Loaded:
         """Thread mode: the bundle runs in this process; its module top levels run as core tasks."""
         name = bundle.name
         edge.preload()
         instance = BundleInstance(bundle, self._load_models(bundle), log=lambda line: self._script_log(name, line),
                                   max_result=self.config.max_input_bytes, events=self._thread_events(access),
-                                  features=self._snapshots.current)
+                                  features=self._snapshots.current, ab_group=ab_group)
         for business, spec in bundle.manifest.entries.items():
             self._sched.call(Task(instance.resolve, business, kind="load", entry=name,
                                   label=f"loading {name} ({spec})", priority=CORE, deadline=deadline,
@@ -205,9 +211,10 @@ class Runtime:
         if instance.sessions:  # each model's first run (slow: memory planning) happens now, not in a caller's call
             self._sched.call(Task(instance.warm, kind="load", entry=name, label=f"warming {name}'s models",
                                   priority=CORE, deadline=deadline, memory_limit=self._memory_limit or None))
-        return _Loaded(bundle=bundle, instance=instance)
+        return _Loaded(bundle=bundle, instance=instance, ab_group=ab_group)
 
-    def _start_pool(self, bundle: loader.TrustedBundle, deadline: float, access: Access | None) -> _Loaded:
+    def _start_pool(self, bundle: loader.TrustedBundle, deadline: float, access: Access | None,
+                    ab_group: str | None) -> _Loaded:
         """Process mode: the bundle's worker pool, every worker loaded and locked down."""
         assert self._sup is not None
         cfg = self.config
@@ -218,14 +225,14 @@ class Runtime:
                     settings={"memory_limit": self._memory_limit, "process_memory": cfg.memory_limit,
                               "cpu_seconds": max(1, round(cfg.grace_ms / 1000 + 5)), "grace_s": cfg.grace_ms / 1000,
                               "profile": cfg.device_profile.to_config(), "max_result": cfg.max_input_bytes,
-                              "load_timeout_s": cfg.load_deadline_ms / 1000},
+                              "load_timeout_s": cfg.load_deadline_ms / 1000, "ab_group": ab_group},
                     events=None if access is None else
                     lambda op, args, deadline, writes: access.call(op, args, deadline, writes=writes))
         pool.start(deadline)
         with self._lock:
             active = sum(b.pool.size for b in self._bundles.values() if b.pool is not None and b.bundle.name != name)
         self._sched.ensure_workers(CORE, 2 + active + pool.size)
-        return _Loaded(bundle=bundle, pool=pool)
+        return _Loaded(bundle=bundle, pool=pool, ab_group=ab_group)
 
     def _install(self, loaded: _Loaded, downgrade_ok: bool) -> _Loaded | None:
         """The version check and the route swap, in one critical section; the replaced bundle."""
@@ -316,7 +323,7 @@ class Runtime:
     @staticmethod
     def _info(loaded: _Loaded) -> dict[str, Any]:
         b = loaded.bundle
-        return {"name": b.name, "version": b.version, "system": b.manifest.system,
+        return {"name": b.name, "version": b.version, "system": b.manifest.system, "ab_group": loaded.ab_group,
                 "entries": sorted(b.manifest.entries), "models": sorted(b.models),
                 "modules": sorted(b.codes), "sign_key_id": b.header.sign_key_id}
 
@@ -372,7 +379,7 @@ class Runtime:
         label = f"{system}/{business}"
         task = loaded.task("invoke", business, bytes(payload), kind="infer", entry=label, label=label,
                            priority=parse_priority(priority), budget_s=budget / 1000,
-                           memory_limit=self._memory_limit or None,
+                           memory_limit=self._memory_limit or None, bundle=(b.name, b.version),
                            breaker=self._sched.breakers.get(b.name, business, b.version))
         if self._updater is not None:
             self._updater.watch(task, b.name, b.version)
@@ -485,7 +492,7 @@ class Runtime:
                     "business": spec.business}
             common: dict[str, Any] = dict(
                 kind=spec.kind, name=spec.name, label=f"{b.name}:{spec.name}", priority=spec.queue,
-                budget_s=budget_ms / 1000, memory_limit=self._memory_limit or None,
+                budget_s=budget_ms / 1000, memory_limit=self._memory_limit or None, bundle=(b.name, b.version),
                 deps=[tasks[d] for d in spec.after], on_done=self._event_done, info=info)
             if spec.business is None:
                 tasks[spec.name] = loaded.task("warm", "", b"", entry=f"{b.name}:models", **common)
@@ -512,9 +519,15 @@ class Runtime:
                       "result": t.result if t.error is None else None,
                       "error": None if t.error is None else str(t.error)})
 
+    def version_counts(self, name: str, version: str) -> dict[str, int]:
+        """The counters of bundle ``name`` ``version``'s own inferences (``faults``: the ones it
+        is to blame for), apart from every other version's: what the updater's probation judges."""
+        return self._sched.metrics.version_counts(name, version, "infer")
+
     def metrics(self) -> dict[str, Any]:
-        """Counters and latency percentiles per task kind and entry, queue state, circuit breakers
-        and trigger rules, as plain (msgpack-able) data."""
+        """Counters and latency percentiles per task kind and entry (``tasks``, versions merged)
+        and per bundle version (``versions``), queue state, circuit breakers and trigger rules, as
+        plain (msgpack-able) data."""
         cache = self._trigger_cache
         snap = self._sched.snapshot()
         snap["triggers"] = {"rules": cache[1].rules if cache else 0}
@@ -522,6 +535,13 @@ class Runtime:
         snap["isolation"] = self._isolation_stats()
         if self._store is not None:
             snap["events"] = self._store.metrics()
+        with self._lock:
+            loaded = list(self._bundles.values())
+        snap["bundles"] = {b.bundle.name: {"version": b.bundle.version, "ab_group": b.ab_group} for b in loaded}
+        for b in loaded:  # a version's own metrics say which A/B group they are from
+            mine = snap["versions"].get(b.bundle.name, {}).get(b.bundle.version)
+            if mine is not None:
+                mine["ab_group"] = b.ab_group
         return snap
 
     def _isolation_stats(self) -> dict[str, Any]:

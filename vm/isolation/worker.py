@@ -119,7 +119,8 @@ def serve(fd: int) -> int:
             sessions = models.load_models(bundle.models, DeviceProfile.from_config(settings["profile"]))
         snapshots = _restore_snapshots({}, settings.get("snapshots") or {})
         instance = BundleInstance(bundle, sessions, log=log, max_result=int(settings["max_result"]),
-                                  events=_events_backend(chan), features=lambda: snapshots)
+                                  events=_events_backend(chan), features=lambda: snapshots,
+                                  ab_group=settings.get("ab_group"))
     except EdgeError as exc:
         chan.send("error", 0, exc.code, exc.message, _detail(exc))
         return 0

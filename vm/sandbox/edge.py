@@ -145,9 +145,10 @@ def _no_events(op: str, args: list) -> Any:
 
 def build(*, bundle_name: str, bundle_version: str, sessions: dict[str, Any],
           log: Callable[[str], None], events: EventsBackend | None = None,
-          snapshots: tuple[str, ...] = ()) -> types.ModuleType:
+          snapshots: tuple[str, ...] = (), ab_group: str | None = None) -> types.ModuleType:
     """A fresh ``edge`` module for one bundle; ``events`` serves its ``edge.events`` calls
-    (``snapshots``: the feature snapshots its manifest declares)."""
+    (``snapshots``: the feature snapshots its manifest declares; ``ab_group``: this device's A/B
+    group for it)."""
     module = types.ModuleType("edge")
     models = {name: Model(s) for name, s in sessions.items()}
 
@@ -172,6 +173,10 @@ def build(*, bundle_name: str, bundle_version: str, sessions: dict[str, Any],
         """Write a line to the runtime's log for this bundle."""
         log(" ".join(str(a) for a in args))
 
+    def ab_group_() -> str | None:
+        """This device's A/B group for this bundle version (None: it is not in an A/B test)."""
+        return ab_group
+
     def lazy(name: str) -> Any:
         if name == "ops":
             ops = _ops_module()
@@ -183,6 +188,6 @@ def build(*, bundle_name: str, bundle_version: str, sessions: dict[str, Any],
         "bundle_name": bundle_name, "bundle_version": bundle_version, "model": model,
         "models": tuple(sorted(models)), "remaining_ms": remaining_ms, "now_ms": now_ms, "log": log_,
         "events": _events_module(events or _no_events),
-        "features": _features_module(bundle_name, snapshots), "__getattr__": lazy,
+        "features": _features_module(bundle_name, snapshots), "ab_group": ab_group_, "__getattr__": lazy,
     })
     return module

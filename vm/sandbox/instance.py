@@ -27,7 +27,7 @@ class BundleInstance:
 
     def __init__(self, bundle: TrustedBundle, sessions: dict[str, Any], log: Callable[[str], None], *,
                  max_result: int, events: edge.EventsBackend | None = None,
-                 features: Callable[[], Mapping[str, Any]] = lambda: _NONE) -> None:
+                 features: Callable[[], Mapping[str, Any]] = lambda: _NONE, ab_group: str | None = None) -> None:
         self.bundle = bundle
         self.sessions = sessions
         self.max_result = max_result
@@ -35,7 +35,8 @@ class BundleInstance:
         self.sandbox = Sandbox(
             bundle.codes, bundle.packages,
             edge=lambda: edge.build(bundle_name=bundle.name, bundle_version=bundle.version, sessions=sessions,
-                                    log=log, events=events, snapshots=bundle.manifest.snapshots),
+                                    log=log, events=events, snapshots=bundle.manifest.snapshots,
+                                    ab_group=ab_group),
             log=log)
         self._entries: dict[str, Callable[..., Any]] = {}
 

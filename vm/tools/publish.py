@@ -203,9 +203,10 @@ class Published:
 
 def publish(bundle: str | Path | bytes, directory: str | Path, keys_dir: str | Path, *, rollout: float = 100.0,
             device_classes: tuple[str, ...] | list[str] = (), min_runtime: str | None = None,
-            reissue_of: str | None = None, now: datetime | None = None,
+            reissue_of: str | None = None, ab: dict[str, float] | None = None, now: datetime | None = None,
             expires: dict[str, timedelta] | None = None) -> Published:
-    """Add ``bundle`` (a file, or its bytes) to the channel in ``directory`` and re-sign its metadata."""
+    """Add ``bundle`` (a file, or its bytes) to the channel in ``directory`` and re-sign its
+    metadata; ``ab`` maps A/B group names to percentages of the devices that take it (summing to 100)."""
     data = bundle if isinstance(bundle, bytes) else Path(bundle).read_bytes()
     header = loader.read_header(data, None, max_size=MAX_BUNDLE_BYTES).get("header_unverified")
     if not isinstance(header, dict) or not isinstance(header.get("name"), str) \
@@ -214,7 +215,7 @@ def publish(bundle: str | Path | bytes, directory: str | Path, keys_dir: str | P
     name, version = header["name"], header["version"]
     offer = Offer(name=name, version=version, rollout=rollout, device_classes=tuple(device_classes),
                   min_runtime=min_runtime if min_runtime is not None else header.get("min_runtime"),
-                  reissue_of=reissue_of)
+                  reissue_of=reissue_of, ab=tuple((g, round(p * 100)) for g, p in (ab or {}).items()))
     offer = Offer.from_custom(target_path(name, version), offer.to_custom())  # the device's own checks
     channel = Channel(directory)
     newest = max((parse_version(o.version) for o, _ in channel.offers() if o.name == name), default=None)
@@ -297,6 +298,7 @@ def rollback(directory: str | Path, keys_dir: str | Path, bundle_keys: str | Pat
         version = ".".join(map(str, (*numbers[:-1], numbers[-1] + 1)))
     reissued = packer.reissue(data, bundle_keys, version, max_size=MAX_BUNDLE_BYTES)
     return publish(reissued, directory, keys_dir, rollout=newest.rollout, device_classes=newest.device_classes,
+                   ab={g: bp / 100 for g, bp in newest.ab} or None,
                    reissue_of=previous.reissue_of or previous.version, now=now, expires=expires)
 
 
@@ -359,8 +361,9 @@ def status(directory: str | Path) -> dict[str, Any]:
     roles = {md.signed.type: {"version": md.signed.version, "expires": md.signed.expires.isoformat()}
              for md in (channel.root, channel.targets, channel.snapshot, channel.timestamp)}
     bundles = [{"name": o.name, "version": o.version, "rollout": o.rollout,
-                "device_classes": list(o.device_classes), "min_runtime": o.min_runtime, "length": t.length,
-                "sha256": t.hashes.get(HASH_ALGORITHM), "reissue_of": o.reissue_of} for o, t in channel.offers()]
+                "device_classes": list(o.device_classes), "min_runtime": o.min_runtime, "ab": dict(o.ab),
+                "length": t.length, "sha256": t.hashes.get(HASH_ALGORITHM), "reissue_of": o.reissue_of}
+               for o, t in channel.offers()]
     snapshots = [{"name": o.name, "version": o.version, "length": t.length, "sha256": t.hashes.get(HASH_ALGORITHM)}
                  for o, t in channel.snapshot_offers()]
     return {"channel": str(channel.dir), "roles": roles, "bundles": bundles, "snapshots": snapshots}

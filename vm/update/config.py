@@ -21,6 +21,8 @@ _DOCS = {
     "download_timeout_s": "longest time one file may take to download",
     "probation_calls": "calls of a new version watched before it counts as good (M)",
     "probation_failures": "failures among them (timeouts, crashes, script errors) tolerated (N)",
+    "crash_loop_restarts": "runs in a row that end without a clean shutdown while a new version is on "
+                           "probation before the next start rolls it back (0: never)",
 }
 
 
@@ -39,6 +41,7 @@ class UpdateConfig:
     download_timeout_s: float = 300.0
     probation_calls: int = 20
     probation_failures: int = 2
+    crash_loop_restarts: int = 3
 
     @classmethod
     def from_config(cls, doc: Any) -> UpdateConfig:
@@ -65,7 +68,7 @@ class UpdateConfig:
                 values[name] = doc[name]
         for name, lo, hi, kind in (("interval_s", 0, 86_400 * 30, float), ("timeout_s", 0.01, 3600, float),
                                    ("download_timeout_s", 0.01, 86_400, float), ("probation_calls", 1, 1 << 20, int),
-                                   ("probation_failures", 0, 1 << 20, int)):
+                                   ("probation_failures", 0, 1 << 20, int), ("crash_loop_restarts", 0, 1000, int)):
             if name in doc:
                 v = doc[name]
                 if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi \

@@ -28,6 +28,7 @@ from vm.bundle.keys import DeviceKeys
 from vm.bundle.versions import parse_version
 from vm.errors import BadInput, Busy, Closed, EdgeError
 from vm.execution.breaker import OPEN
+from vm.execution.metrics import SETTLED
 from vm.execution.scheduler import NOT_THE_ENTRYS_FAULT
 from vm.execution.tasks import Task
 from vm.update.channel import ChannelClient
@@ -44,11 +45,13 @@ RETRY_S = 10.0  # the first retry after a failed check; doubles per failure, at 
 class Host(Protocol):
     """What the updater needs of the runtime that owns it."""
 
-    def load(self, source: Any, *, allow_downgrade: bool | None = None) -> dict[str, Any]: ...
+    def load(self, source: Any, *, allow_downgrade: bool | None = None,
+             ab_group: str | None = None) -> dict[str, Any]: ...
     def unload(self, name: str) -> None: ...
     def bundles(self) -> list[dict[str, Any]]: ...
     def load_snapshot(self, source: Any, *, expect: tuple[str, str] | None = None) -> dict[str, Any]: ...
     def snapshot_floor(self, name: str) -> str | None: ...
+    def version_counts(self, name: str, version: str) -> dict[str, int]: ...
 
 
 def bucket(device_id: str, name: str) -> int:
@@ -58,13 +61,25 @@ def bucket(device_id: str, name: str) -> int:
     return int.from_bytes(digest[:8], "big") % 10_000
 
 
+def ab_group(device_id: str, offer: Offer) -> str | None:
+    """This device's A/B group for ``offer`` (None: the target has no A/B test): a stable point
+    from the device id and the bundle name, as the rollout bucket, but hashed apart from it (else
+    a 10 % rollout would put every device that takes it in the first group); the same group for
+    every version published with the same split."""
+    point = bucket(device_id, f"{offer.name}\0ab")
+    for group, bp in offer.ab:
+        if point < bp:
+            return group
+        point -= bp
+    return None
+
+
 @dataclass
 class _Probe:
-    """A newly activated version's first calls."""
+    """A newly activated version's first calls (counted by the runtime's metrics of that version)."""
 
     version: str
     calls: int = 0
-    failures: int = 0
     verdict: str | None = None  # "good" or "bad"
     reason: str = ""
 
@@ -91,6 +106,7 @@ class Updater:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self._bad_snapshots: set[tuple[str, str]] = set()  # refused by the device: not fetched again
+        self._start_events: list[dict[str, Any]] = []  # handed to the first listener set
 
     # -- start and stop ------------------------------------------------------------------------
     def start(self) -> None:
@@ -101,11 +117,23 @@ class Updater:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the background thread; a clean shutdown: recorded, so the next start does not
+        count this run towards a crash loop."""
         with self._cond:
+            if self._stopping:
+                return
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
+        with self._work:
+            self.state.running = False
+            for bs in self.state.bundles.values():
+                bs.crashes = 0
+            try:
+                self.state.save(self.dir)
+            except OSError as exc:
+                log.error("update state not saved at shutdown: %s", exc)
 
     def _fallbacks(self) -> dict[str, tuple[str, Path]]:
         """Bundles shipped with the app: name -> (version, path); signatures checked."""
@@ -122,12 +150,34 @@ class Updater:
                 found[name] = (version, path)
         return found
 
+    def _crash_loops(self) -> None:
+        """The last run ended without a clean shutdown: count it against each version on
+        probation; one that ended ``crash_loop_restarts`` runs in a row is rolled back now, before
+        it loads again, and marked bad (thread mode: a script that kills the process)."""
+        if not self.state.running:
+            return
+        limit = self.config.crash_loop_restarts
+        for name, bs in sorted(self.state.bundles.items()):
+            if bs.active is None or bs.active == bs.last_good:
+                continue
+            bs.crashes += 1
+            if limit and bs.crashes >= limit:
+                bad, bs.active, bs.crashes = bs.active, bs.last_good, 0
+                bs.bad.append(bad)
+                self._emit(self._start_events, "rolled_back", bundle=name, version=bad, to=bs.last_good,
+                           reason=f"the process ended {limit} times in a row without a clean shutdown "
+                                  f"while {bad} was on probation (a crash loop)")
+
     def _serve_initial(self) -> None:
+        self._crash_loops()
+        self.state.running = True
+        self.state.save(self.dir)  # before anything runs: a crash from here on is counted at the next start
         changed = False
         for name, bs in sorted(self.state.bundles.items()):
             for version in dict.fromkeys(v for v in (bs.active, bs.last_good) if v is not None):
                 try:
-                    self.host.load(State.bundle_file(self.dir, name, version), allow_downgrade=True)
+                    self.host.load(State.bundle_file(self.dir, name, version), allow_downgrade=True,
+                                   ab_group=bs.groups.get(version))
                 except EdgeError as exc:
                     log.error("update state names %s %s, which does not load (%s)", name, version, exc)
                     continue
@@ -149,12 +199,18 @@ class Updater:
                 self.host.load(path, allow_downgrade=True)
             except EdgeError as exc:
                 log.error("fallback bundle %s does not load: %s", path, exc)
-        if self.config.device_id is None and not (self.dir / "state.json").exists():
-            self.state.save(self.dir)  # keep the generated device id
 
     # -- events --------------------------------------------------------------------------------
     def set_listener(self, fn: Callable[[dict[str, Any]], None] | None) -> None:
+        """Send every event to ``fn`` from now on; the first listener set also receives the events
+        of the start (a crash-loop rollback), which happened before anyone could listen."""
         self._listener = fn
+        early, self._start_events = self._start_events, []
+        for doc in early if fn is not None else ():
+            try:
+                fn(doc)
+            except Exception:
+                log.exception("update listener raised on %s", doc)
 
     def _emit(self, events: list[dict[str, Any]], event: str, **info: Any) -> None:
         doc = {"event": event, **info}
@@ -267,7 +323,8 @@ class Updater:
             header = loader.read_header(data, self.keys, max_size=self.max_bundle_bytes)["header"]
             if (header["name"], header["version"]) != (name, version):
                 raise BadInput(f"target {target.path} holds bundle {header['name']} {header['version']}")
-            self.host.load(data)  # verify, decrypt, gate, start, swap: the runtime's one load path
+            group = ab_group(self.device_id, offer)
+            self.host.load(data, ab_group=group)  # verify, decrypt, gate, start, swap: the one load path
         except (Busy, Closed):
             part.unlink(missing_ok=True)
             raise
@@ -281,6 +338,9 @@ class Updater:
         files.write_atomic(State.bundle_file(self.dir, name, version), data)
         bs = self.state.of(name)
         bs.active = version
+        bs.crashes = 0
+        if group is not None:
+            bs.groups[version] = group
         if bs.floor_allows(version):
             bs.highest = version
         self.state.save(self.dir)
@@ -299,18 +359,19 @@ class Updater:
     def _observe(self, name: str, probe: _Probe, t: Task) -> None:
         error = t.error
         failed = error is not None and not isinstance(error, NOT_THE_ENTRYS_FAULT)
+        counts = self.host.version_counts(name, probe.version)  # this version's own, t included
+        calls = sum(counts[c] for c in SETTLED)
         with self._cond:
             if probe.verdict is not None:
                 return
-            probe.calls += 1
-            probe.failures += failed
-            if probe.failures > self.config.probation_failures:
+            probe.calls = calls
+            if counts["faults"] > self.config.probation_failures:
                 probe.verdict = "bad"
-                probe.reason = (f"{probe.failures} of its first {probe.calls} calls failed "
-                                f"(last: {error.name}: {error})")  # type: ignore[union-attr]
+                probe.reason = f"{counts['faults']} of its first {calls} calls failed" + (
+                    f" (last: {error.name}: {error})" if error is not None else "")
             elif failed and t.breaker is not None and t.breaker.state == OPEN:
                 probe.verdict, probe.reason = "bad", f"its circuit breaker opened ({error})"
-            elif probe.calls >= self.config.probation_calls:
+            elif calls >= self.config.probation_calls:
                 probe.verdict = "good"
             else:
                 return
@@ -334,6 +395,7 @@ class Updater:
         if bs.active != probe.version:
             return
         bs.last_good = probe.version
+        bs.crashes = 0
         self.state.save(self.dir)
         self.state.prune(self.dir, name, {probe.version})
         self._emit([], "confirmed", bundle=name, version=probe.version, calls=probe.calls)
@@ -348,7 +410,8 @@ class Updater:
         fallback = self._fallbacks().get(name)
         try:
             if bs.last_good is not None:
-                self.host.load(State.bundle_file(self.dir, name, bs.last_good), allow_downgrade=True)
+                self.host.load(State.bundle_file(self.dir, name, bs.last_good), allow_downgrade=True,
+                               ab_group=bs.groups.get(bs.last_good))
                 to = bs.last_good
             elif fallback is not None:
                 self.host.load(fallback[1], allow_downgrade=True)
