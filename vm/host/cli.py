@@ -49,6 +49,11 @@ def _print_json(doc: Any) -> None:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from vm.bundle import keys
 
+    if args.recipient_for:
+        ids = keys.generate_recipient(args.out, args.recipient_for, force=args.force)
+        print(f"wrote a decrypt-only key set to {args.out} (seal key id {ids['seal_key_id']}, pinning sign key id "
+              f"{ids['sign_key_id']}): pack --recipient {args.out} seals bundles to it too")
+        return 0
     ids = keys.generate(args.out, force=args.force)
     if ids["replaced"]["files"]:
         print(f"replaced the keys in {args.out}: {keys.describe_ids(ids['replaced'])} "
@@ -72,7 +77,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
         quantize[name] = mode
     try:
         result = pack(args.src, args.keys, args.output, targets=args.target,
-                      skip_source_policy=args.unsafe_skip_source_policy, quantize=quantize)
+                      skip_source_policy=args.unsafe_skip_source_policy, quantize=quantize,
+                      recipients=args.recipient)
     except ProblemList as exc:
         return _problems(exc, "nothing was packed")
     targets = ", ".join(f"{t['python']} ({t['magic']})" for t in result.targets)
@@ -398,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory to write the keys to (refused if it holds keys)")
     p.add_argument("--force", action="store_true", help="replace the keys already in --out (devices pinned "
                                                         "to them then refuse new bundles)")
+    p.add_argument("--recipient-for", metavar="DIR", help="write only a further decrypt key (seal.pub, open.key, "
+                                                          "device.json pinning DIR's verify key), e.g. for replay")
     p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("pack", help="compile, check, encrypt and sign a bundle", epilog=_epilog(),
@@ -409,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "default: every CPython >= 3.11 found")
     p.add_argument("--quantize", action="append", metavar="MODEL=MODE",
                    help="quantise a model: fp32, fp16 or uint8 (repeatable)")
+    p.add_argument("--recipient", action="append", metavar="SEAL_KEY",
+                   help="also seal the bundle to this X25519 key (a seal.pub or keygen directory; repeatable)")
     p.add_argument("--unsafe-skip-source-policy", action="store_true",
                    help="do not check sources (the policy, entry functions, the bytecode check): for tests and "
                         "audits of the load-time checks only")

@@ -279,11 +279,21 @@ def check(src_dir: str | Path, *, targets: list[str] | None = None, skip_source_
 
 def pack(src_dir: str | Path, keys_dir: str | Path, out: str | Path, *, targets: list[str] | None = None,
          skip_source_policy: bool = False, quantize: dict[str, str] | None = None,
-         created: int | None = None) -> PackResult:
+         created: int | None = None, recipients: list[str | Path] | None = None) -> PackResult:
     """Build ``out`` from ``src_dir`` once ``check`` accepted it (same errors), sealed and signed with
-    the server keys in ``keys_dir``."""
+    the server keys in ``keys_dir``. The content key is sealed to ``keys_dir``'s seal key (the
+    device fleet's) and to each of ``recipients`` (``seal.pub`` files or keygen directories: a
+    replay server's key, say), so each of them opens the bundle with its own secret."""
     read_manifest(Path(src_dir))  # a broken bundle.json is reported before missing keys
     server = keys.load_server(keys_dir)
+    further: dict[bytes, Any] = {}  # key id -> X25519 public key, each once, the fleet's apart
+    for recipient in recipients or []:
+        public = keys.load_seal_key(recipient)
+        further.setdefault(keys.key_id(bytes(public)), public)
+    further.pop(server.seal_key_id, None)
+    if len(further) + 1 > bundle_format.MAX_RECIPIENTS:
+        raise BadInput(f"a bundle may be sealed to at most {bundle_format.MAX_RECIPIENTS} keys, "
+                       f"got {len(further) + 1}")
     checked = check(src_dir, targets=targets, skip_source_policy=skip_source_policy, quantize=quantize)
     manifest, modules, reports = checked.manifest, checked.modules, checked.quantization
     code_by_magic, target_info, models = checked.code, checked.targets, checked.models
@@ -298,13 +308,16 @@ def pack(src_dir: str | Path, keys_dir: str | Path, out: str | Path, *, targets:
 
     content_key = nacl.utils.random(32)
     nonce = nacl.utils.random(bundle_format.NONCE_LEN)
-    header = msgpack.packb({
+    header_doc = {
         "name": manifest["name"], "version": manifest["version"],
         "created": int(time.time()) if created is None else created,
         "nonce": nonce, "sealed_key": SealedBox(server.seal_to).encrypt(content_key),
         "targets": target_info, "min_runtime": full_manifest["min_runtime"],
         "packer": vm.__version__,
-    }, use_bin_type=True)
+    }
+    if further:  # absent for one recipient: the bundle is then byte for byte what older packers wrote
+        header_doc["recipients"] = [[kid, SealedBox(k).encrypt(content_key)] for kid, k in further.items()]
+    header = msgpack.packb(header_doc, use_bin_type=True)
     ct_len = len(payload) + 16
     aad = bundle_format.prefix(server.sign_key_id, server.seal_key_id, len(header), ct_len) + header
     ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(payload, aad, nonce, content_key)
