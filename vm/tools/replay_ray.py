@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from vm.errors import ALL_ERRORS, EdgeError, Internal, NotFound
-from vm.tools.replay import Replayer, _pyarrow
+from vm.tools.replay import Replayer, _pyarrow, result_schema
 
 _ERRORS = {cls.code: cls for cls in ALL_ERRORS}
 
@@ -55,6 +55,10 @@ def run(args: tuple, fmt: str, files: list[Path], out_dir: Path, workers: int, b
         # an actor the read tasks would never be scheduled.
         read = ray.data.read_parquet if fmt == "parquet" else ray.data.read_text
         ds = read(paths, num_cpus=0)
+        if len(paths) < 4 * workers:
+            # Blocks are what the actors share out, and a file is read as one block (Parquet: per row
+            # group at most): split few files, or one actor would get every row.
+            ds = ds.repartition(4 * workers)
         ds = ds.map_batches(Replayer, fn_constructor_args=args, batch_size=batch_rows, batch_format="pyarrow",
                             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
         try:
@@ -67,5 +71,8 @@ def run(args: tuple, fmt: str, files: list[Path], out_dir: Path, workers: int, b
     finally:
         if started:
             ray.shutdown()
+    if not any(out_dir.glob("*.parquet")):  # no rows: still an output with the schema
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pa.parquet.write_table(result_schema(pa.string()).empty_table(), out_dir / "part-00000.parquet")
     codes = pa.parquet.read_table(out_dir, columns=["error_code"]).column("error_code")
     return len(codes), len(codes) - codes.null_count
