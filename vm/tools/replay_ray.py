@@ -12,10 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any, TextIO
 
-from vm.errors import ALL_ERRORS, EdgeError, Internal, NotFound
-from vm.tools.replay import Replayer, _pyarrow, result_schema
-
-_ERRORS = {cls.code: cls for cls in ALL_ERRORS}
+from vm.errors import EdgeError, Internal, NotFound
+from vm.tools.replay import _ERRORS, Replayer, _pyarrow, result_schema
 
 
 def _ray() -> Any:
