@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py build.py $(wildcard native/*/*.c native/*/*.h native/*/*.cdef)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,server,examples]'
+	$(PY) -m pip install --quiet -e '.[test,server,examples,replay]'
 	@touch $@
 
 demo: $(STAMP)

@@ -13,6 +13,9 @@
  *   host --keys DIR --bundle FILE --cases DIR --bench N      (latency only; prints one JSON line)
  *   host --keys DIR --bundle FILE --cases DIR --serve --system S --business B [--threads N] [--iters N]
  *        (any bundle: load it, check the cases, serve them from several threads)
+ *   host --keys DIR --bundle FILE --replay REQUESTS --replay-out RESULTS --system S --business B
+ *        [--isolation process|thread] [--deadline-ms N]
+ *        (requests: (u32 big-endian length, msgpack)*; results: (u32 code, u32 length, result or message)*)
  *
  * --cases DIR holds in_<i>.msgpack / out_<i>.msgpack pairs (input and the Python API's result) and
  * event.msgpack (an event for edgevm_track). Exit status 0 when every check passed.
@@ -922,9 +925,76 @@ static int serve(const char *bundle_path, int nthreads, int iters)
     return g_failed ? 1 : 0;
 }
 
+/* ---- replay: requests from a file, results to a file (what a device computes, row by row) ---------- */
+
+static int read_u32(FILE *f, uint32_t *v)
+{
+    uint8_t b[4];
+    if (fread(b, 1, 4, f) != 4)
+        return 0;
+    *v = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+    return 1;
+}
+
+static int write_u32(FILE *f, uint32_t v)
+{
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    return fwrite(b, 1, 4, f) == 4;
+}
+
+/* requests: (u32 big-endian length, msgpack input)*; results: (u32 code, u32 length, bytes)* with the
+ * msgpack result for code 0 and the error message otherwise. */
+static int replay(const char *bundle_path, const char *in_path, const char *out_path)
+{
+    edgevm_t *vm = NULL;
+    int rc = edgevm_open(g_config, &vm);
+    if (rc != EDGEVM_OK) {
+        fprintf(stderr, "open: %d %s\n", rc, edgevm_errmsg(NULL));
+        return 1;
+    }
+    rc = edgevm_load_file(vm, bundle_path);
+    if (rc != EDGEVM_OK) {
+        fprintf(stderr, "load: %d %s\n", rc, edgevm_errmsg(vm));
+        edgevm_close(vm);
+        return 1;
+    }
+    FILE *in = fopen(in_path, "rb"), *out = fopen(out_path, "wb");
+    if (in == NULL || out == NULL) {
+        fprintf(stderr, "cannot open %s or %s\n", in_path, out_path);
+        return 1;
+    }
+    int rows = 0, failed = 0, bad = 0;
+    uint32_t len;
+    while (!bad && read_u32(in, &len)) {
+        uint8_t *req = malloc(len ? len : 1);
+        if (req == NULL || fread(req, 1, len, in) != len) {
+            bad = 1;
+            free(req);
+            break;
+        }
+        uint8_t *res = NULL;
+        size_t n = 0;
+        rc = edgevm_infer(vm, g_system, g_business, req, len, &res, &n);
+        const char *msg = rc == EDGEVM_OK ? NULL : edgevm_errmsg(vm);
+        const uint8_t *body = rc == EDGEVM_OK ? res : (const uint8_t *)msg;
+        size_t blen = rc == EDGEVM_OK ? n : strlen(msg);
+        bad = !write_u32(out, (uint32_t)rc) || !write_u32(out, (uint32_t)blen) || fwrite(body, 1, blen, out) != blen;
+        failed += rc != EDGEVM_OK;
+        rows++;
+        edgevm_free(res);
+        free(req);
+    }
+    fclose(in);
+    bad |= fclose(out) != 0;
+    edgevm_close(vm);
+    say("replay: %d rows, %d failed%s\n", rows, failed, bad ? "; the files were short or unwritable" : "");
+    return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
-    const char *keys = NULL, *bundle_path = NULL, *cases = NULL, *isolation = "process";
+    const char *keys = NULL, *bundle_path = NULL, *cases = NULL, *isolation = "process", *replay_in = NULL,
+               *replay_out = NULL;
     int nthreads = 4, iters = 25, quick = 0, stuck = 1, bench_iters = 0, deadline_ms = 0, serving = 0, spin_us = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -939,15 +1009,22 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--system") && v) g_system = argv[++i];
         else if (!strcmp(a, "--business") && v) g_business = argv[++i];
         else if (!strcmp(a, "--isolation") && v) isolation = argv[++i];
+        else if (!strcmp(a, "--replay") && v) replay_in = argv[++i];
+        else if (!strcmp(a, "--replay-out") && v) replay_out = argv[++i];
         else if (!strcmp(a, "--serve")) serving = 1;
         else if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--no-stuck")) stuck = 0;
         else {
             fprintf(stderr, "usage: %s --keys DIR --bundle FILE --cases DIR [--threads N] [--iters N] [--quick] "
                             "[--no-stuck] [--deadline-ms N] [--spin-us N] [--bench N] [--isolation process|thread] "
-                            "[--serve --system S --business B]\n", argv[0]);
+                            "[--serve --system S --business B] [--replay FILE --replay-out FILE --system S --business B]\n", argv[0]);
             return 2;
         }
+    }
+    if (replay_in != NULL && replay_out != NULL && keys != NULL && bundle_path != NULL) {
+        snprintf(g_config, sizeof g_config, "{\"keys\": \"%s\", \"deadline_ms\": %d, \"isolation\": \"%s\"}",
+                 keys, deadline_ms > 0 ? deadline_ms : 10000, isolation);
+        return replay(bundle_path, replay_in, replay_out);
     }
     if (keys == NULL || bundle_path == NULL || cases == NULL) {
         fprintf(stderr, "%s: --keys, --bundle and --cases are required\n", argv[0]);

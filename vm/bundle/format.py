@@ -30,6 +30,7 @@ SIG_LEN = 64
 MAX_HEADER = 64 * 1024
 NONCE_LEN = 24
 SEALED_KEY_LEN = 80  # X25519 sealed box of a 32-byte content key
+MAX_RECIPIENTS = 16  # X25519 keys one content key may be sealed to: the prefix's, plus header "recipients"
 
 
 @dataclass(frozen=True)

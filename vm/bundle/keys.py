@@ -68,6 +68,19 @@ def _commit(out: Path, temps: dict[str, Path]) -> None:
     files.fsync_dir(out)
 
 
+def _write_set(out: Path, docs: list[tuple[str, dict, bool]]) -> None:
+    """Write (file name, document, secret) key files into ``out`` as one set: all temporary files
+    first, then the renames (``_commit``); a failure leaves the old set."""
+    temps: dict[str, Path] = {}
+    try:
+        for name, doc, secret in docs:
+            temps[name] = _write_temp(out / name, doc, secret)
+        _commit(out, temps)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class ServerKeys:
     """What ``edgevm pack`` needs: sign, and seal to the device's public key."""
@@ -170,14 +183,7 @@ def generate(out_dir: str | Path, *, force: bool = False) -> dict[str, Any]:
         (OPEN_FILE, open_doc, True),
         (DEVICE_FILE, {"verify": [verify_doc], "decrypt": [open_doc]}, True),
     ]
-    temps: dict[str, Path] = {}
-    try:
-        for name, doc, secret in files:
-            temps[name] = _write_temp(out / name, doc, secret)
-        _commit(out, temps)
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
+    _write_set(out, files)
     return {"sign_key_id": sid, "seal_key_id": eid, "replaced": before}
 
 
@@ -191,6 +197,37 @@ def _read(path: Path, kind: str) -> dict:
     if not isinstance(doc, dict) or doc.get("type") != kind:
         raise BadInput(f"key file {path} is not a {kind} key")
     return doc
+
+
+def generate_recipient(out_dir: str | Path, verify_from: str | Path, *, force: bool = False) -> dict[str, Any]:
+    """Write a decrypt-only key set into ``out_dir``: a new X25519 key pair (``seal.pub``, ``open.key``)
+    and a ``device.json`` pinning the verify key of the keygen directory ``verify_from``. ``pack
+    --recipient out_dir`` then seals bundles to it as well, so a server (replay) opens them without
+    ever holding the fleet's decrypt key. Same refusal to replace keys as ``generate``."""
+    out = Path(out_dir)
+    before = existing_keys(out)
+    if before["files"] and not force:
+        raise KeysExist(f"{out} already holds keys ({', '.join(before['files'])}: {describe_ids(before)}); "
+                        "--force replaces them", detail=before)
+    vdoc = _read(Path(verify_from) / VERIFY_FILE, "ed25519-verify")
+    verify_raw = _unb64(vdoc.get("key"), "verify key", 32)
+    out.mkdir(parents=True, exist_ok=True)
+    box = PrivateKey.generate()
+    seal_raw = bytes(box.public_key)
+    eid = key_id(seal_raw).hex()
+    verify_doc = {"type": "ed25519-verify", "key_id": key_id(verify_raw).hex(), "key": _b64(verify_raw)}
+    open_doc = {"type": "x25519-secret", "key_id": eid, "key": _b64(bytes(box))}
+    docs = [(SEAL_FILE, {"type": "x25519-public", "key_id": eid, "key": _b64(seal_raw)}, False),
+            (OPEN_FILE, open_doc, True), (DEVICE_FILE, {"verify": [verify_doc], "decrypt": [open_doc]}, True)]
+    _write_set(out, docs)
+    return {"sign_key_id": verify_doc["key_id"], "seal_key_id": eid, "replaced": before}
+
+
+def load_seal_key(path: str | Path) -> PublicKey:
+    """An X25519 public key to seal bundles to: a ``seal.pub`` file, or a keygen directory holding one."""
+    p = Path(path)
+    doc = _read(p / SEAL_FILE if p.is_dir() else p, "x25519-public")
+    return PublicKey(_unb64(doc.get("key"), "seal key", 32))
 
 
 def load_server(keys_dir: str | Path) -> ServerKeys:

@@ -12,10 +12,12 @@ stale view.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import marshal
 import sys
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,7 @@ import vm
 from vm import wire
 from vm.bundle import format as bundle_format
 from vm.bundle import manifest as manifest_rules
-from vm.bundle.keys import DeviceKeys
+from vm.bundle.keys import KEY_ID_LEN, DeviceKeys
 from vm.bundle.versions import parse_version
 from vm.errors import BadInput, DecryptError, Downgrade, IncompatibleError, SignatureError
 from vm.policy.verifier import verify_module_code
@@ -48,6 +50,9 @@ class Header:
     seal_key_id: str
     nonce: bytes = field(repr=False)
     sealed_key: bytes = field(repr=False)
+    # The content key sealed to further X25519 keys (key id, sealed key), beside the prefix's (a
+    # fleet's device key and a replay server's key, say); at most MAX_RECIPIENTS in all.
+    recipients: tuple[tuple[bytes, bytes], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -84,15 +89,17 @@ def check_signature(raw: bundle_format.RawBundle, device: DeviceKeys, what: str 
 
 
 def open_sealed(raw: bundle_format.RawBundle, nonce: bytes, sealed_key: bytes, device: DeviceKeys,
-                what: str = "bundle") -> bytes:
+                what: str = "bundle", recipients: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
     """Open the sealed content key with this device's key and decrypt the ciphertext (the prefix and
-    header are its associated data)."""
-    secret = device.decrypt.get(raw.seal_key_id)
-    if secret is None:
-        raise DecryptError(f"{what} is sealed to key {raw.seal_key_id.hex()}, which this device does not hold "
-                           f"(held: {', '.join(k.hex() for k in device.decrypt)})")
+    header are its associated data). ``recipients``: further (key id, sealed key) pairs, checked
+    by the caller; only the one this device holds is opened (no trial decryptions)."""
+    sealed = dict(((raw.seal_key_id, sealed_key), *recipients))
+    held = next((kid for kid in sealed if kid in device.decrypt), None)
+    if held is None:
+        raise DecryptError(f"{what} is sealed to key(s) {', '.join(k.hex() for k in sealed)}, which this device "
+                           f"does not hold (held: {', '.join(k.hex() for k in device.decrypt)})")
     try:
-        content_key = SealedBox(secret).decrypt(sealed_key)
+        content_key = SealedBox(device.decrypt[held]).decrypt(sealed[held])
         return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(raw.ciphertext, raw.aad, nonce, content_key)
     except nacl.exceptions.CryptoError:
         raise DecryptError(f"{what} payload does not decrypt with this device's key") from None
@@ -114,12 +121,40 @@ def verify(raw: bundle_format.RawBundle, device: DeviceKeys) -> Header:
     if not isinstance(header.nonce, bytes) or len(header.nonce) != bundle_format.NONCE_LEN \
             or not isinstance(header.sealed_key, bytes):
         raise BadInput("bundle header has a malformed nonce or sealed key")
-    return header
+    return dataclasses.replace(header, recipients=_recipients(doc.get("recipients", []), raw.seal_key_id))
+
+
+def _recipients(entries: Any, first: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """The header's further sealed keys, checked: a list of ``[key id, sealed key]`` pairs, at most
+    ``MAX_RECIPIENTS`` with the prefix's, each id once."""
+    if not isinstance(entries, list):
+        raise BadInput("bundle header 'recipients' must be a list")
+    if len(entries) + 1 > bundle_format.MAX_RECIPIENTS:
+        raise BadInput(f"bundle is sealed to {len(entries) + 1} keys; at most {bundle_format.MAX_RECIPIENTS} "
+                       f"are accepted")
+    seen = {first}
+    out = []
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], bytes)
+                and len(entry[0]) == KEY_ID_LEN and isinstance(entry[1], bytes)
+                and len(entry[1]) == bundle_format.SEALED_KEY_LEN):
+            raise BadInput("bundle header 'recipients' holds an entry that is not [key id (8 bytes), "
+                           "sealed key (80 bytes)]")
+        if entry[0] in seen:
+            raise BadInput(f"bundle header names recipient key {entry[0].hex()} twice")
+        seen.add(entry[0])
+        out.append((entry[0], entry[1]))
+    return tuple(out)
+
+
+def recipient_ids(raw: bundle_format.RawBundle, header: Header) -> list[bytes]:
+    """The ids of every key the content key is sealed to: the prefix's first."""
+    return [raw.seal_key_id, *(kid for kid, _ in header.recipients)]
 
 
 def decrypt(raw: bundle_format.RawBundle, header: Header, device: DeviceKeys) -> dict[str, Any]:
     """Open the content key and decrypt the payload."""
-    payload = open_sealed(raw, header.nonce, header.sealed_key, device)
+    payload = open_sealed(raw, header.nonce, header.sealed_key, device, recipients=header.recipients)
     doc = wire.decode(payload, what="bundle payload")
     if not isinstance(doc, dict) or not isinstance(doc.get("manifest"), dict) or not isinstance(
             doc.get("code"), dict):
@@ -233,6 +268,7 @@ def read_header(data: bytes, device: DeviceKeys | None, *, max_size: int) -> dic
         return info
     header = verify(raw, device)
     info["signature"] = "valid"
+    info["recipient_key_ids"] = [k.hex() for k in recipient_ids(raw, header)]
     info["header"] = {"name": header.name, "version": header.version, "created": header.created,
                       "targets": header.targets, "min_runtime": header.min_runtime}
     return info

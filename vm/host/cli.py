@@ -1,4 +1,4 @@
-"""``edgevm``: keygen, check, pack, inspect and run bundles from the command line."""
+"""``edgevm``: keygen, check, pack, inspect, run and replay bundles from the command line."""
 from __future__ import annotations
 
 import argparse
@@ -59,6 +59,11 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         print(f"wrote channel role keys to {args.out} (secret, 0600): "
               + ", ".join(f"{role} {kid[:16]}" for role, kid in ids.items()))
         return 0
+    if args.recipient_for:
+        ids = keys.generate_recipient(args.out, args.recipient_for, force=args.force)
+        print(f"wrote a decrypt-only key set to {args.out} (seal key id {ids['seal_key_id']}, pinning sign key id "
+              f"{ids['sign_key_id']}): pack --recipient {args.out} seals bundles to it too")
+        return 0
     ids = keys.generate(args.out, force=args.force)
     if ids["replaced"]["files"]:
         print(f"replaced the keys in {args.out}: {keys.describe_ids(ids['replaced'])} "
@@ -82,7 +87,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
         quantize[name] = mode
     try:
         result = pack(args.src, args.keys, args.output, targets=args.target,
-                      skip_source_policy=args.unsafe_skip_source_policy, quantize=quantize)
+                      skip_source_policy=args.unsafe_skip_source_policy, quantize=quantize,
+                      recipients=args.recipient)
     except ProblemList as exc:
         return _problems(exc, "nothing was packed")
     targets = ", ".join(f"{t['python']} ({t['magic']})" for t in result.targets)
@@ -300,19 +306,25 @@ def _read_input(path: str) -> Any:
         raise BadInput(f"input {path} is not valid JSON: {exc}") from None
 
 
+def _config_file(path: str | None) -> dict[str, Any]:
+    """The JSON object of runtime options in ``--config`` (empty without one)."""
+    if not path:
+        return {}
+    try:
+        doc = json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise BadInput(f"--config {path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadInput(f"--config {path} must hold a JSON object of runtime options")
+    return doc
+
+
 def _run_config(args: argparse.Namespace) -> dict[str, Any]:
     """The runtime options for ``run``: the ``--config`` file, then the flags given on the command line."""
-    doc: dict[str, Any] = {}
-    if args.config:
-        try:
-            doc = json.loads(Path(args.config).read_text())
-        except ValueError as exc:
-            raise BadInput(f"--config {args.config} is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise BadInput(f"--config {args.config} must hold a JSON object of runtime options")
-        if "log" in doc:
-            raise BadInput(f"--config {args.config}: 'log' is the Python API's callback; the CLI prints script "
-                           "output on stderr (--quiet hides it)")
+    doc = _config_file(args.config)
+    if "log" in doc:
+        raise BadInput(f"--config {args.config}: 'log' is the Python API's callback; the CLI prints script "
+                       "output on stderr (--quiet hides it)")
     for option, value in (("keys", args.keys), ("deadline_ms", args.deadline_ms), ("isolation", args.isolation)):
         if value is not None:
             doc[option] = value
@@ -385,6 +397,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         stats = ", ".join(f"{name} {ms:.3f} ms" for name, ms in percentiles(times).items())
         print(f"latency over {len(times)} runs: {stats} (min {min(times):.3f} ms, max {max(times):.3f} ms)",
               file=sys.stderr)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from vm.tools.replay import replay
+
+    config = _config_file(args.config)
+    if args.isolation:
+        config["isolation"] = args.isolation
+    done = replay(args.bundle, args.keys, args.input, system=args.system, business=args.business, out=args.out,
+                  engine=args.engine, workers=args.workers, ray_address=args.ray_address,
+                  batch_rows=args.batch_rows, key_column=args.key_column, config=config,
+                  progress=None if args.quiet else sys.stderr)
+    _print_json({"rows": done.rows, "errors": done.errors, "out": str(done.out), "engine": done.engine,
+                 "workers": done.workers, "seconds": round(done.seconds, 3)})
     return 0
 
 
@@ -508,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", action="append", metavar="ROLE",
                    help="with --tuf: only this role's key (root, targets, snapshot or timestamp; repeatable), "
                         "e.g. to rotate one role")
+    p.add_argument("--recipient-for", metavar="DIR", help="write only a further decrypt key (seal.pub, open.key, "
+                                                          "device.json pinning DIR's verify key), e.g. for replay")
     p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("pack", help="compile, check, encrypt and sign a bundle", epilog=_epilog(),
@@ -519,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "default: every CPython >= 3.11 found")
     p.add_argument("--quantize", action="append", metavar="MODEL=MODE",
                    help="quantise a model: fp32, fp16 or uint8 (repeatable)")
+    p.add_argument("--recipient", action="append", metavar="SEAL_KEY",
+                   help="also seal the bundle to this X25519 key (a seal.pub or keygen directory; repeatable)")
     p.add_argument("--unsafe-skip-source-policy", action="store_true",
                    help="do not check sources (the policy, entry functions, the bytecode check): for tests and "
                         "audits of the load-time checks only")
@@ -563,6 +594,27 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "the run")
     p.add_argument("--quiet", action="store_true", help="do not show script output (print, edge.log)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("replay", help="run a bundle over logged requests (Parquet or JSON Lines) into Parquet",
+                       description="Run one entry of BUNDLE over every request in --input with the device's runtime, "
+                                   "on a process pool or a Ray cluster; write the key, the result (msgpack) and "
+                                   "a typed error per failed row to the Parquet directory --out (docs/replay.md).",
+                       epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle")
+    p.add_argument("--keys", required=True, help="keyring that opens the bundle (a replay key: keygen --recipient-for)")
+    p.add_argument("--input", required=True, help="Parquet file or directory, or JSON Lines file")
+    p.add_argument("--system", required=True)
+    p.add_argument("--business", required=True)
+    p.add_argument("--out", required=True, help="output directory (new or empty) of Parquet files")
+    p.add_argument("--engine", choices=("local", "ray"), default="local")
+    p.add_argument("--workers", type=_positive, help="worker processes or Ray actors (default: CPUs here)")
+    p.add_argument("--ray-address", help="Ray cluster to join (default: start a local one)")
+    p.add_argument("--batch-rows", type=_positive, default=256, metavar="N", help="requests per batch")
+    p.add_argument("--key-column", default="request_id", help="the request key's column (default request_id)")
+    p.add_argument("--isolation", choices=ISOLATION_MODES, help="runtime isolation of each worker's runtime")
+    p.add_argument("--config", metavar="FILE", help="a JSON object of runtime options (docs/config.md)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("publish", help="add a bundle to an update channel (TUF metadata, staged rollout)",
                        description="Write BUNDLE into the channel directory as a TUF target and re-sign the "

@@ -24,6 +24,7 @@ import subprocess
 import symtable
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,11 +292,21 @@ def check(src_dir: str | Path, *, targets: list[str] | None = None, skip_source_
 
 def pack(src_dir: str | Path, keys_dir: str | Path, out: str | Path, *, targets: list[str] | None = None,
          skip_source_policy: bool = False, quantize: dict[str, str] | None = None,
-         created: int | None = None) -> PackResult:
+         created: int | None = None, recipients: list[str | Path] | None = None) -> PackResult:
     """Build ``out`` from ``src_dir`` once ``check`` accepted it (same errors), sealed and signed with
-    the server keys in ``keys_dir``."""
+    the server keys in ``keys_dir``. The content key is sealed to ``keys_dir``'s seal key (the
+    device fleet's) and to each of ``recipients`` (``seal.pub`` files or keygen directories: a
+    replay server's key, say), so each of them opens the bundle with its own secret."""
     read_manifest(Path(src_dir))  # a broken bundle.json is reported before missing keys
     server = keys.load_server(keys_dir)
+    further: dict[bytes, Any] = {}  # key id -> X25519 public key, each once, the fleet's apart
+    for recipient in recipients or []:
+        public = keys.load_seal_key(recipient)
+        further.setdefault(keys.key_id(bytes(public)), public)
+    further.pop(server.seal_key_id, None)
+    if len(further) + 1 > bundle_format.MAX_RECIPIENTS:
+        raise BadInput(f"a bundle may be sealed to at most {bundle_format.MAX_RECIPIENTS} keys, "
+                       f"got {len(further) + 1}")
     checked = check(src_dir, targets=targets, skip_source_policy=skip_source_policy, quantize=quantize)
     manifest, modules, reports = checked.manifest, checked.modules, checked.quantization
     code_by_magic, target_info, models = checked.code, checked.targets, checked.models
@@ -309,7 +320,7 @@ def pack(src_dir: str | Path, keys_dir: str | Path, out: str | Path, *, targets:
         "name": manifest["name"], "version": manifest["version"],
         "created": int(time.time()) if created is None else created,
         "targets": target_info, "min_runtime": full_manifest["min_runtime"], "packer": vm.__version__,
-    })
+    }, further)
 
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,15 +331,19 @@ def pack(src_dir: str | Path, keys_dir: str | Path, out: str | Path, *, targets:
                       models={k: len(v) for k, v in models.items()}, quantization=reports)
 
 
-def seal_and_sign(server: keys.ServerKeys, payload: dict[str, Any], header: dict[str, Any]) -> bytes:
+def seal_and_sign(server: keys.ServerKeys, payload: dict[str, Any], header: dict[str, Any],
+                  further: Mapping[bytes, Any] | None = None) -> bytes:
     """The bundle container of ``payload`` and ``header``: the payload encrypted under a fresh content
-    key sealed to the device's key (the header, with that key and the nonce, is the associated
-    data), then prefix, header and ciphertext signed."""
+    key sealed to the device's key and to each of ``further`` (key id -> X25519 public key) (the
+    header, with those keys and the nonce, is the associated data), then prefix, header and
+    ciphertext signed."""
     content_key = nacl.utils.random(32)
     nonce = nacl.utils.random(bundle_format.NONCE_LEN)
     body = msgpack.packb(payload, use_bin_type=True)
-    head = msgpack.packb({**header, "nonce": nonce, "sealed_key": SealedBox(server.seal_to).encrypt(content_key)},
-                         use_bin_type=True)
+    head_doc = {**header, "nonce": nonce, "sealed_key": SealedBox(server.seal_to).encrypt(content_key)}
+    if further:  # absent for one recipient: the bundle is then what older packers wrote
+        head_doc["recipients"] = [[kid, SealedBox(k).encrypt(content_key)] for kid, k in further.items()]
+    head = msgpack.packb(head_doc, use_bin_type=True)
     aad = bundle_format.prefix(server.sign_key_id, server.seal_key_id, len(head), len(body) + 16) + head
     ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(body, aad, nonce, content_key)
     signed = aad + ciphertext
@@ -347,6 +362,6 @@ def reissue(data: bytes, keys_dir: str | Path, version: str, *, max_size: int,
     header = loader.verify(raw, device)
     payload = loader.decrypt(raw, header, device)
     old = wire.decode(raw.header, what="bundle header")
-    fields = {k: v for k, v in old.items() if k not in ("nonce", "sealed_key")}
+    fields = {k: v for k, v in old.items() if k not in ("nonce", "sealed_key", "recipients")}  # sealed anew
     fields.update(version=version, created=int(time.time()) if created is None else created)
     return seal_and_sign(server, {**payload, "manifest": {**payload["manifest"], "version": version}}, fields)

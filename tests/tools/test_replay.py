@@ -1,0 +1,172 @@
+"""``edgevm replay``: the same 1,000 logged ranking requests through the real C host program (the
+device's path: libedgevm, process isolation) and through replay's local and Ray engines give
+byte-identical msgpack results for every row; failing rows are typed errors that never stop the
+job; a bundle the replay key cannot open fails before any worker starts."""
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+import pyarrow.parquet as pq  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
+import hostbuild  # noqa: E402
+
+from examples.ranking import build_bundle as ranking_build  # noqa: E402
+from examples.ranking import train  # noqa: E402
+from vm.bundle import keys as keys_mod  # noqa: E402
+from vm.errors import BadInput, DecryptError, NotFound, ScriptError  # noqa: E402
+from vm.host.cli import main as cli_main  # noqa: E402
+from vm.tools.packer import pack  # noqa: E402
+from vm.tools.replay import replay  # noqa: E402
+
+N_REQUESTS = 1000
+SYSTEM, BUSINESS = "home", "rerank"
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory: pytest.TempPathFactory, keys_dir: Path) -> dict:
+    """The ranking bundle sealed to the fleet and a replay key, and 1,000 requests as Parquet, JSON
+    Lines and the length-prefixed msgpack stream the C host reads."""
+    out = tmp_path_factory.mktemp("replay")
+    ranking_build.main(out, keys_dir, targets=["3.11"])
+    replay_keys = out / "replay-keys"
+    keys_mod.generate_recipient(replay_keys, keys_dir)
+    bundle = out / "both.evb"
+    pack(out / "ranking-src", keys_dir, bundle, targets=["3.11"], recipients=[replay_keys])
+    slates = train.build_dataset(0)["slates"][:N_REQUESTS]
+    requests = [ranking_build.to_request(s["slate"], k=10) for s in slates]
+    assert len(requests) == N_REQUESTS
+    payloads = [msgpack.packb(r, use_bin_type=True) for r in requests]
+    pq.write_table(pa.Table.from_pylist([{"request_id": i, **r} for i, r in enumerate(requests)]),
+                   out / "requests.parquet")
+    (out / "requests.jsonl").write_text("".join(json.dumps({"request_id": i, **r}) + "\n"
+                                                for i, r in enumerate(requests)))
+    (out / "requests.bin").write_bytes(b"".join(struct.pack(">I", len(p)) + p for p in payloads))
+    return {"dir": out, "bundle": bundle, "replay_keys": replay_keys, "payloads": payloads}
+
+
+@pytest.fixture(scope="module")
+def device_results(logged: dict, keys_dir: Path) -> list[bytes]:
+    """What the C host (libedgevm, the device's default process isolation, the fleet's key) returns."""
+    host = hostbuild.build_host(logged["dir"] / "host")
+    results = logged["dir"] / "results.bin"
+    proc = subprocess.run([str(host), "--keys", str(keys_dir), "--bundle", str(logged["bundle"]),
+                           "--replay", str(logged["dir"] / "requests.bin"), "--replay-out", str(results),
+                           "--system", SYSTEM, "--business", BUSINESS], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data, out, at = results.read_bytes(), [], 0
+    while at < len(data):
+        code, n = struct.unpack_from(">II", data, at)
+        body = data[at + 8:at + 8 + n]
+        assert code == 0, body
+        out.append(body)
+        at += 8 + n
+    assert len(out) == N_REQUESTS
+    return out
+
+
+def _results(out: Path) -> dict[int, bytes]:
+    table = pq.read_table(out).to_pylist()
+    assert all(r["error_code"] is None for r in table), [r for r in table if r["error_code"] is not None][:3]
+    return {int(r["key"]): r["result"] for r in table}
+
+
+def _assert_identical(got: dict[int, bytes], want: list[bytes]) -> None:
+    assert sorted(got) == list(range(N_REQUESTS))
+    differ = [k for k in got if got[k] != want[k]]
+    assert not differ, f"{len(differ)} rows differ from the C host's, first {differ[:5]}"
+
+
+def test_local_replay_is_byte_identical_to_the_c_host(logged: dict, device_results: list[bytes],
+                                                      tmp_path: Path) -> None:
+    done = replay(logged["bundle"], logged["replay_keys"], logged["dir"] / "requests.parquet", system=SYSTEM,
+                  business=BUSINESS, out=tmp_path / "out", workers=2, progress=None)
+    assert (done.rows, done.errors, done.engine) == (N_REQUESTS, 0, "local")
+    table = pq.read_table(tmp_path / "out")
+    assert table.schema.names == ["key", "result", "error_code", "error_name", "error"]
+    assert table.column("key").to_pylist() == list(range(N_REQUESTS))  # the local engine keeps input order
+    _assert_identical(_results(tmp_path / "out"), device_results)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One small local Ray cluster for this module, shut down after it."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("source", ["requests.parquet", "requests.jsonl"])
+def test_ray_replay_is_byte_identical_to_the_c_host(ray_cluster, logged: dict, device_results: list[bytes],
+                                                    tmp_path: Path, source: str) -> None:
+    # One actor: the cluster's second CPU runs Ray Data's file listing task.
+    done = replay(logged["bundle"], logged["replay_keys"], logged["dir"] / source, system=SYSTEM,
+                  business=BUSINESS, out=tmp_path / "out", engine="ray", workers=1, batch_rows=200,
+                  progress=None)
+    assert (done.rows, done.errors, done.engine) == (N_REQUESTS, 0, "ray")
+    _assert_identical(_results(tmp_path / "out"), device_results)
+
+
+def test_failing_rows_are_typed_errors_and_the_job_goes_on(make_bundle, keys_dir: Path, tmp_path: Path) -> None:
+    bundle = make_bundle({"features.py": "def entry(inputs):\n    return 100 // inputs['x']\n"})
+    lines = ['{"request_id": "a", "x": 5}', "not json", "[1, 2]", '{"x": 1}', '{"request_id": 7, "x": 0}',
+             '{"request_id": "big", "x": "text"}', '{"request_id": "b", "x": 50}']
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    done = replay(bundle, keys_dir, tmp_path / "in.jsonl", system="s", business="b", out=tmp_path / "out",
+                  workers=1, config={"isolation": "thread"}, progress=None)
+    assert (done.rows, done.errors) == (7, 5)
+    rows = pq.read_table(tmp_path / "out").to_pylist()
+    assert [r["key"] for r in rows] == ["a", None, None, None, "7", "big", "b"]
+    assert [msgpack.unpackb(r["result"]) if r["result"] else None for r in rows] == [20, None, None, None, None,
+                                                                                      None, 2]
+    names = [r["error_name"] for r in rows]
+    assert names == [None, BadInput.name, BadInput.name, BadInput.name, ScriptError.name, ScriptError.name, None]
+    assert [r["error_code"] for r in rows][1:4] == [BadInput.code] * 3
+    assert "ZeroDivisionError" in rows[4]["error"] and "features.py" in rows[4]["error"]
+
+
+def test_a_bundle_the_replay_key_cannot_open_fails_before_any_worker(make_bundle, keys_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    bundle = make_bundle({"features.py": "def entry(inputs):\n    return 1\n"})
+    replay_keys = tmp_path / "replay-keys"
+    keys_mod.generate_recipient(replay_keys, keys_dir)
+    (tmp_path / "in.jsonl").write_text('{"request_id": 1}\n')
+    with pytest.raises(DecryptError):
+        replay(bundle, replay_keys, tmp_path / "in.jsonl", system="s", business="b", out=tmp_path / "out",
+               progress=None)
+    with pytest.raises(NotFound, match="no entry s/nope"):
+        replay(bundle, keys_dir, tmp_path / "in.jsonl", system="s", business="nope", out=tmp_path / "out",
+               progress=None)
+    (tmp_path / "in.csv").write_text("request_id\n1\n")
+    with pytest.raises(BadInput, match="Parquet"):
+        replay(bundle, keys_dir, tmp_path / "in.csv", system="s", business="b", out=tmp_path / "out",
+               progress=None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cli_replays_parquet_and_reports_on_stderr(make_bundle, keys_dir: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    bundle = make_bundle({"features.py": "def entry(inputs):\n    return {'y': inputs['x'] + 1}\n"})
+    pq.write_table(pa.table({"id": [10, 11, 12], "x": [1, 2, 3]}), tmp_path / "in.parquet")
+    status = cli_main(["replay", str(bundle), "--keys", str(keys_dir), "--input", str(tmp_path / "in.parquet"),
+                       "--system", "s", "--business", "b", "--out", str(tmp_path / "out"), "--workers", "1",
+                       "--key-column", "id", "--isolation", "thread"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert json.loads(captured.out)["rows"] == 3 and "replay: done, 3 rows (0 failed)" in captured.err
+    rows = pq.read_table(tmp_path / "out").to_pylist()
+    assert [(r["key"], msgpack.unpackb(r["result"])) for r in rows] == [(10, {"y": 2}), (11, {"y": 3}), (12, {"y": 4})]
+    status = cli_main(["replay", str(bundle), "--keys", str(keys_dir), "--input", str(tmp_path / "in.parquet"),
+                       "--system", "s", "--business", "b", "--out", str(tmp_path / "out")])
+    assert status == 10 + BadInput.code and "already exists" in capsys.readouterr().err
