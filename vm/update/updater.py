@@ -287,17 +287,13 @@ class Updater:
                     self._emit(events, "refused", snapshot=name, version=offer.version, error="downgrade",
                                reason=f"the channel's newest snapshot {name} is {offer.version}, older than {floor}")
                 continue
-            staging = self.dir / "staging"
-            staging.mkdir(exist_ok=True)
-            part = staging / f"snapshot-{name}-{offer.version}.part"
+            part = self.dir / "staging" / f"snapshot-{name}-{offer.version}.part"
             try:
-                data = self.client.download(target, part)
-            except EdgeError as exc:  # transport or an attack on it: the next check tries again
-                self._emit(events, "refused", snapshot=name, version=offer.version, reason=str(exc), error=exc.name)
-                continue
+                data = self._download(target, part, events, snapshot=name, version=offer.version)
             finally:
                 part.unlink(missing_ok=True)
-            self._emit(events, "downloaded", snapshot=name, version=offer.version, bytes=len(data))
+            if data is None:
+                continue
             try:
                 self.host.load_snapshot(data, expect=(name, offer.version))
             except (Busy, Closed):
@@ -308,17 +304,25 @@ class Updater:
                 continue
             self._emit(events, "activated", snapshot=name, version=offer.version)
 
-    def _install(self, offer: Offer, target: TargetFile, events: list[dict[str, Any]]) -> None:
-        name, version = offer.name, offer.version
-        staging = self.dir / "staging"
-        staging.mkdir(exist_ok=True)
-        part = staging / f"{name}-{version}.part"
+    def _download(self, target: TargetFile, part: Path, events: list[dict[str, Any]], **what: str) -> bytes | None:
+        """``target``'s verified bytes, downloaded through ``part`` in the staging directory and
+        reported (``what``: bundle or snapshot, and version); None when the download failed (a
+        transport failure or an attack on it: reported, and the next check tries again)."""
+        part.parent.mkdir(exist_ok=True)
         try:
             data = self.client.download(target, part)
-        except EdgeError as exc:  # transport or an attack on it: the next check tries again
-            self._emit(events, "refused", bundle=name, version=version, reason=str(exc), error=exc.name)
+        except EdgeError as exc:
+            self._emit(events, "refused", **what, reason=str(exc), error=exc.name)
+            return None
+        self._emit(events, "downloaded", **what, bytes=len(data))
+        return data
+
+    def _install(self, offer: Offer, target: TargetFile, events: list[dict[str, Any]]) -> None:
+        name, version = offer.name, offer.version
+        part = self.dir / "staging" / f"{name}-{version}.part"
+        data = self._download(target, part, events, bundle=name, version=version)
+        if data is None:
             return
-        self._emit(events, "downloaded", bundle=name, version=version, bytes=len(data))
         try:
             header = loader.read_header(data, self.keys, max_size=self.max_bundle_bytes)["header"]
             if (header["name"], header["version"]) != (name, version):
