@@ -60,28 +60,49 @@ get_flag(PyObject *flag, char **out)
  * timeout again on every line of script code (frames whose builtins carry the sandbox's marker
  * key), handlers and __exit__ methods included, so script code cannot go on. Runtime frames are
  * left alone. 3.11/3.12 set it on the one thread; 3.13 no longer exports that, so it traces all
- * threads and acts only on the ones being stopped. Removed when the guarded call returns. */
+ * threads and acts only on the ones being stopped. Removed when the guarded call returns, and the
+ * trace function it displaced on each thread is put back (see displaced, below). */
 static PyObject *kill_tids = NULL;   /* set of thread ids being stopped */
 static PyObject *kill_exc = NULL;    /* the exception class to raise */
 static PyObject *kill_marker = NULL; /* key present in every sandbox's builtins dict */
 
+static int take_displaced(unsigned long tid, Py_tracefunc *func, PyObject **obj);
+static int restore_own(Py_tracefunc func, PyObject *obj);
+
 static int
 kill_trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
 {
-    if ((what != PyTrace_CALL && what != PyTrace_LINE) || holding_kill_lock)
+    if (holding_kill_lock)
         return 0;
-    PyObject *tid = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    unsigned long me = PyThread_get_thread_ident();
+    PyObject *tid = PyLong_FromUnsignedLong(me);
     PyObject *exc = NULL, *marker = NULL;
+    Py_tracefunc own = NULL;
+    PyObject *own_obj = NULL;
     KILL_LOCK();
     int mine = tid && kill_tids ? PySet_Contains(kill_tids, tid) : -1;
     if (mine > 0) {
         exc = Py_NewRef(kill_exc);
         marker = Py_NewRef(kill_marker);
     }
+    if (mine == 0)
+        take_displaced(me, &own, &own_obj);
     KILL_UNLOCK();
     Py_XDECREF(tid);
     if (mine <= 0) {
         PyErr_Clear();
+        if (mine < 0)
+            return 0;
+        /* Not a thread being stopped: its own trace function (or none) goes back, and gets this event. */
+        int rc = 0;
+        if (restore_own(own, Py_XNewRef(own_obj)) == 0 && own != NULL)
+            rc = own(own_obj, frame, what, arg);
+        Py_XDECREF(own_obj);
+        return rc;
+    }
+    if (what != PyTrace_CALL && what != PyTrace_LINE) {
+        Py_DECREF(exc);
+        Py_DECREF(marker);
         return 0;
     }
     PyObject *builtins = PyFrame_GetBuiltins(frame);
@@ -108,6 +129,72 @@ find_thread(unsigned long tid)
     return NULL;
 }
 
+/* The trace functions kill_trace displaced (a debugger's, coverage's: one per thread), each put back
+ * by its own thread, since CPython sets another thread's trace function only for all threads at once:
+ * the stopped thread when its guarded call returns, any other at its next trace event (kill_trace
+ * then hands that event on). Guarded by kill_lock. */
+typedef struct {
+    unsigned long tid;
+    Py_tracefunc func;
+    PyObject *obj;
+} displaced_t;
+static displaced_t *displaced = NULL;
+static Py_ssize_t n_displaced = 0, cap_displaced = 0;
+
+/* Remember t's trace function before kill_trace replaces it (kill_lock held). -1 without memory. */
+static int
+displace(PyThreadState *t)
+{
+    if (t->c_tracefunc == kill_trace)
+        return 0; /* still displaced from an earlier stop: that entry holds the one to put back */
+    for (Py_ssize_t i = 0; i < n_displaced; i++)
+        if (displaced[i].tid == t->thread_id) {
+            displaced[i] = displaced[--n_displaced]; /* stale: its thread restored and moved on */
+            break;
+        }
+    if (t->c_tracefunc == NULL)
+        return 0;
+    if (n_displaced == cap_displaced) {
+        Py_ssize_t cap = cap_displaced ? 2 * cap_displaced : 8;
+        displaced_t *grown = PyMem_RawRealloc(displaced, (size_t)cap * sizeof(displaced_t));
+        if (grown == NULL)
+            return -1;
+        displaced = grown;
+        cap_displaced = cap;
+    }
+    displaced[n_displaced++] = (displaced_t){t->thread_id, t->c_tracefunc, Py_XNewRef(t->c_traceobj)};
+    return 0;
+}
+
+/* Take this thread's displaced trace function out of the table (kill_lock held); 0 if it had none. */
+static int
+take_displaced(unsigned long tid, Py_tracefunc *func, PyObject **obj)
+{
+    for (Py_ssize_t i = 0; i < n_displaced; i++)
+        if (displaced[i].tid == tid) {
+            *func = displaced[i].func;
+            *obj = displaced[i].obj; /* the reference moves to the caller */
+            displaced[i] = displaced[--n_displaced];
+            return 1;
+        }
+    return 0;
+}
+
+/* Put this thread's own trace function back (or none) in place of kill_trace. */
+static int
+restore_own(Py_tracefunc func, PyObject *obj)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyEval_SetTrace(func, obj);
+    int rc = PyErr_Occurred() ? -1 : 0;
+    if (rc < 0)
+        PyErr_WriteUnraisable(NULL);
+    PyErr_Restore(type, value, tb);
+    Py_XDECREF(obj); /* PyEval_SetTrace took its own reference */
+    return rc;
+}
+
 static PyObject *
 kill_start(PyObject *self, PyObject *args)
 {
@@ -123,6 +210,15 @@ kill_start(PyObject *self, PyObject *args)
     if (kill_tids == NULL)
         kill_tids = Py_XNewRef(fresh);
     int rc = kill_tids == NULL ? -1 : 0;
+#if PY_VERSION_HEX >= 0x030D0000
+    PyThreadState *t = PyInterpreterState_ThreadHead(PyInterpreterState_Get());
+    for (; rc == 0 && t != NULL; t = PyThreadState_Next(t))
+        rc = displace(t);
+#else
+    PyThreadState *t = find_thread(tid);
+    if (rc == 0 && t != NULL)
+        rc = displace(t);
+#endif
     if (rc == 0) {
         old_exc = kill_exc;
         old_marker = kill_marker;
@@ -140,9 +236,8 @@ kill_start(PyObject *self, PyObject *args)
     Py_XDECREF(old_exc); /* outside the lock: a decref may run arbitrary code */
     Py_XDECREF(old_marker);
     if (rc < 0)
-        return NULL;
+        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
 #if PY_VERSION_HEX < 0x030D0000
-    PyThreadState *t = find_thread(tid);
     if (t == NULL)
         Py_RETURN_FALSE;
     if (_PyEval_SetTrace(t, kill_trace, NULL) < 0)
@@ -151,7 +246,7 @@ kill_start(PyObject *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
-/* Called by run_guarded on its own thread once the call is over. */
+/* Called by run_guarded on its own thread once the call is over: its own trace function goes back. */
 static void
 kill_stop_current(void)
 {
@@ -162,19 +257,19 @@ kill_stop_current(void)
         return;
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    PyObject *key = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    unsigned long me = PyThread_get_thread_ident();
+    PyObject *key = PyLong_FromUnsignedLong(me);
+    Py_tracefunc func = NULL;
+    PyObject *obj = NULL;
     KILL_LOCK();
-    if (key != NULL && PySet_Discard(kill_tids, key) == 1) {
-#if PY_VERSION_HEX >= 0x030D0000
-        if (PySet_GET_SIZE(kill_tids) == 0)
-            PyEval_SetTraceAllThreads(NULL, NULL);
-#else
-        PyEval_SetTrace(NULL, NULL);
-#endif
-    }
+    int stopped = key != NULL && PySet_Discard(kill_tids, key) == 1;
+    if (stopped)
+        take_displaced(me, &func, &obj);
     KILL_UNLOCK();
     Py_XDECREF(key);
     PyErr_Clear();
+    if (stopped)
+        restore_own(func, obj);
     PyErr_Restore(type, value, tb);
 }
 

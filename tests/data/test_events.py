@@ -228,15 +228,17 @@ def test_retention_prunes_under_concurrent_reads(keys_dir: Path, tmp_path: Path)
         store.flush()
         access = store.access("r", parse_bundle_events({"reads": ["clicks"]}))
         errors: list[BaseException] = []
-        sizes: list[int] = []
+        sizes: list[tuple[bool, int]] = []  # (the read began after prune() returned, rows seen)
         stop = threading.Event()
+        pruned = threading.Event()
 
         def read() -> None:
             while not stop.is_set():
                 try:
+                    after = pruned.is_set()
                     got = access.query("clicks", {"fields": ["ts", "item_id"]}, time.monotonic() + 5)
                     assert np.all(np.diff(got["ts"]) > 0)
-                    sizes.append(len(got["ts"]))
+                    sizes.append((after, len(got["ts"])))
                 except BaseException as exc:  # noqa: BLE001 - reported below
                     errors.append(exc)
                     return
@@ -250,14 +252,18 @@ def test_retention_prunes_under_concurrent_reads(keys_dir: Path, tmp_path: Path)
         for t in readers:
             t.start()
         wait_reads(3)
-        before = len(sizes)
         store.prune()  # (the background may have pruned some already: the metrics count both)
-        wait_reads(before + 3)
+        pruned.set()
+        end = time.monotonic() + 30
+        while sum(a for a, _ in sizes) < 3 and not errors and time.monotonic() < end:
+            time.sleep(0.005)
         stop.set()
         for t in readers:
             t.join()
         assert not errors
-        assert sizes[0] == 5000 and sizes[-1] == 2000 and all(2000 <= n <= 5000 for n in sizes)
+        assert sizes[0] == (False, 5000) and all(2000 <= n <= 5000 for _, n in sizes)
+        late = [n for a, n in sizes if a]
+        assert len(late) >= 3 and set(late) == {2000}
         final = access.query("clicks", {"fields": ["item_id"]}, time.monotonic() + 5)["item_id"]
         assert final.tolist() == list(range(13_000, 15_000))
         assert store.metrics()["tables"]["clicks"]["pruned"] == 13_000

@@ -34,13 +34,30 @@ def spin(inputs):
         pass
 
 
+class Shield:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return True
+
+
+def stubborn(inputs):
+    # Swallows every timeout: only the watchdog's last resort (kill_trace) stops it, which must put
+    # the tracer it displaced back on every thread afterwards.
+    while True:
+        with Shield():
+            while True:
+                pass
+
+
 def until_deadline(inputs):
     # Returns just as the deadline passes: the watchdog's timeout may land as the call returns.
     while edge.remaining_ms() > 0.1:
         pass
     return "returned"
 """
-ENTRIES = {name: f"features:{name}" for name in ("double", "spin", "until_deadline")}
+ENTRIES = {name: f"features:{name}" for name in ("double", "spin", "stubborn", "until_deadline")}
 SLOW_LOAD = "while True:\n    pass\n\n\ndef entry(inputs):\n    return 1\n"
 TRACED = """
 import json, sys, threading
@@ -80,6 +97,11 @@ with Runtime({"keys": keys, "deadline_ms": 50, "isolation": "thread", "breaker_f
         rt.infer("s", "spin", {})
     except Timeout as exc:
         report["spin"] = exc.name
+    try:
+        rt.infer("s", "stubborn", {})
+    except Timeout as exc:
+        report["stubborn"] = exc.name
+    report["traced_after_stop"] = still_traced()
     outcomes = set()
     for _ in range(30):
         try:
@@ -186,7 +208,8 @@ def test_load_and_infer_under_a_tracer(bundles: tuple[Path, Path], keys_dir: Pat
     report = _run(version, mode, RUNNER, str(keys_dir), str(bundle), str(slow))
     assert report["traced"] and report.get("measured", True), "the tracer was not active to the end"
     assert report["double"] == 42 and report["after"] == 8
-    assert report["spin"] == "timeout" and report["slow_load"] == "timeout"
+    assert report["traced_after_stop"], "the watchdog's last resort left the tracer displaced"
+    assert report["spin"] == report["stubborn"] == report["slow_load"] == "timeout"
     assert set(report["until_deadline"]) <= {"returned", "timeout"}
 
 
