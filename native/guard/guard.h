@@ -15,6 +15,7 @@ extern PyMethodDef guard_freeze_methods[];   /* freeze.c: immutable library clas
 extern PyMethodDef guard_shared_methods[];   /* shared.c: read-only shared library objects */
 extern PyMethodDef guard_intcap_methods[];   /* intcap.c: caps on superlinear integer operations */
 extern PyMethodDef guard_exit_methods[];     /* exitwatch.c: the CLI's exit at deadline + grace */
+extern PyMethodDef guard_finalize_methods[]; /* finalize.c: script generators finalized in their call */
 
 /* deadline.c -> budget.c: the deadline (CLOCK_MONOTONIC seconds, time.monotonic()'s clock) of the
  * guarded call running on this thread (0 outside one), and whether an allocation was refused

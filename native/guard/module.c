@@ -1,8 +1,9 @@
 /*
  * vm.guard._guard — the interpreter-level guards the sandbox needs and Python cannot express:
  * deadlines (deadline.c), the memory budget (budget.c), immutable library classes (freeze.c),
- * read-only shared library objects (shared.c), caps on superlinear integer operations (intcap.c)
- * and the CLI's exit at deadline + grace (exitwatch.c).
+ * read-only shared library objects (shared.c), caps on superlinear integer operations (intcap.c),
+ * the CLI's exit at deadline + grace (exitwatch.c) and script generators finalized only inside their
+ * own call (finalize.c).
  */
 #include "guard.h"
 
@@ -14,7 +15,8 @@ guard_exec(PyObject *module)
         PyModule_AddFunctions(module, guard_freeze_methods) < 0 ||
         PyModule_AddFunctions(module, guard_shared_methods) < 0 ||
         PyModule_AddFunctions(module, guard_intcap_methods) < 0 ||
-        PyModule_AddFunctions(module, guard_exit_methods) < 0)
+        PyModule_AddFunctions(module, guard_exit_methods) < 0 ||
+        PyModule_AddFunctions(module, guard_finalize_methods) < 0)
         return -1;
     return 0;
 }

@@ -467,21 +467,37 @@ def test_regex_stays_within_the_deadline(name: str, tmp_path: Path, esc_keys: Pa
         rt.close()
 
 
-@hole(_H + "a suspended generator left in a reference cycle runs its `finally` (script code) whenever the "
-      "garbage collector reaches it: in the host's thread or inside another bundle's call, outside this "
-      "call's deadline and memory budget (the same for coroutines and async generators; no name check can "
-      "see it). Fix in the runtime: keep the collector off the host's and other calls' paths (gc.disable() "
-      "while serving, gc.collect() on a worker under the watchdog after calls), or close a call's pending "
-      "generators before it returns.")
-def test_script_code_never_runs_outside_a_guarded_call(tmp_path: Path, esc_keys: Path) -> None:
+CHURN = """
+def entry(inputs):
+    for _ in range(100_000):  # reference cycles: the collector runs many times during this call
+        a = []
+        a.append(a)
+    return "churned"
+"""
+
+
+@pytest.mark.parametrize("where", ["host-thread", "another-bundle"])
+@pytest.mark.parametrize("kind", ["generator", "coroutine", "async-generator"])
+def test_script_code_never_runs_outside_a_guarded_call(tmp_path: Path, esc_keys: Path, kind: str,
+                                                       where: str) -> None:
     import gc
 
     bundle = build(tmp_path, esc_keys, "finalizer", {"features.py": escape_source("gc_finalizer")},
                    skip=False, business="b")
+    other = build(tmp_path, esc_keys, "churn", {"features.py": CHURN}, skip=False, system="o", business="b")
     with Runtime({"keys": esc_keys, "deadline_ms": 5000, "isolation": "thread"}) as rt:
         rt.load(bundle)
-        assert rt.infer(SYSTEM, "b", {}) == "planted"
-        gc.collect()  # what any allocation in the host may trigger
+        rt.load(other)
+        assert rt.infer(SYSTEM, "b", {"inline": True}) == ["closed"]
+        gc.disable()  # the cycle must outlive the call that made it
+        try:
+            assert rt.infer(SYSTEM, "b", {"kind": kind}) == "planted"
+        finally:
+            gc.enable()
+        if where == "host-thread":
+            gc.collect()  # what any allocation in the host may trigger
+        else:
+            assert rt.infer("o", "b", {}) == "churned"
         assert rt.infer(SYSTEM, "b", {"report": True}) == []
 
 

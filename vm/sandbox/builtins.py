@@ -226,6 +226,7 @@ def install_process_guards() -> None:
     if abc.ABCMeta.register is not _guarded_abc_register:
         abc.ABCMeta.register = _guarded_abc_register
     _guard.int_caps_install(WorkLimitExceeded)
+    _guard.guard_finalizers(context.SANDBOX_MARKER)  # script generators' handlers run only in their call
 
 
 def _check_attr(obj: Any, name: Any, store: bool) -> None:
