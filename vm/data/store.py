@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from vm.bundle.keys import DeviceKeys
-from vm.bundle.tables import BundleEvents, TableSpec
+from vm.bundle.tables import BundleEvents, Prefetch, TableSpec
 from vm.data.config import DataConfig
 from vm.data.ring import Ring
 from vm.data.sealed import Sealer
@@ -441,7 +441,7 @@ class EventStore:
                     old.close()
                 table = new
             own[name] = table
-        return Access(self, bundle, events.reads, own)
+        return Access(self, bundle, events.reads, own, events.prefetch or {})
 
     # -- ingestion ---------------------------------------------------------------------------
 
@@ -539,13 +539,58 @@ class Access:
     """What one bundle's scripts may do with the store: read the host tables its manifest lists
     and its own tables, write its own tables. Every argument is checked as hostile input."""
 
-    def __init__(self, store: EventStore | None, bundle: str, reads: Sequence[str], own: Mapping[str, _Table]) -> None:
+    def __init__(self, store: EventStore | None, bundle: str, reads: Sequence[str], own: Mapping[str, _Table],
+                 prefetch: Mapping[str, Sequence[Prefetch]] = {}) -> None:  # noqa: B006 - read only
         self.store = store
         self.bundle = bundle
         self.reads = tuple(reads)
         self.own = dict(own)
         self._sql: ReadOnlySQL | None = None
         self._sql_tables: list[_Table] = []
+        self.prefetches = {b: tuple(reads) for b, reads in prefetch.items()}
+        for reads_of in self.prefetches.values():  # a declared read is checked as a query, at load
+            for read in reads_of:
+                table = self._declared_table(read)
+                if table is not None:
+                    self._declared_query(table, read, 0)
+
+    def _declared_table(self, read: Prefetch) -> _Table | None:
+        """The table of a declared read (``PolicyError`` if the bundle may not read it); None if
+        this device does not declare that host table (a query of it is ``not_found``)."""
+        try:
+            return self._table(read.table)
+        except NotFound:
+            return None
+
+    def _declared_query(self, table: _Table, read: Prefetch, now_ms: int) -> Query:
+        fields = read.query["fields"]
+        spec = {**read.query, "since_ms": now_ms - read.window_ms,
+                "fields": None if fields is None else ["ts", *fields]}  # ts: the worker cuts windows by it
+        try:
+            return Query(table, spec, table.cfg.max_query_rows)
+        except BadInput as exc:
+            raise BadInput(f"bundle {self.bundle}: 'events.prefetch' of {read.table}: {exc.message}") from None
+
+    def prefetch(self, business: str, deadline: float) -> list[list | None]:
+        """Run the reads entry ``business`` declares (``events.prefetch``), for a request about to
+        be sent to a worker: per read, ``[since_ms, complete, max_rows, columns]`` (``complete``:
+        the window was not cut by the limit, so every narrower window is in it), or None where the
+        read failed (the script's own query then goes over the channel and meets the error)."""
+        out: list[list | None] = []
+        now = time.time_ns() // 1_000_000
+        for read in self.prefetches.get(business, ()):
+            table = self._declared_table(read)
+            if table is None:
+                out.append(None)
+                continue
+            q = self._declared_query(table, read, now)
+            try:
+                columns = table.select(q, deadline)
+            except EdgeError:
+                out.append(None)
+                continue
+            out.append([q.since_ms, len(columns["ts"]) < q.limit, table.cfg.max_query_rows, columns])
+        return out
 
     def _table(self, name: Any, *, write: bool = False) -> _Table:
         if type(name) is not str:
