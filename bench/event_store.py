@@ -1,6 +1,8 @@
 """Event store benchmark: ingestion (batched, durable), trailing-window queries on a 100,000-event
-table (from the file, from the ring), bytes per event (plain, sealed), and what a query costs a
-script in thread and process mode, each beside a baseline measured in the same run: raw
+table (from the file, from the ring), bytes per event (plain, sealed), what a query costs a
+script in thread and process mode, and in process mode a trailing-window query over the channel
+against the same query declared by the entry (``events.prefetch``: the host reads it before
+dispatch and sends the rows with the request), each beside a baseline measured in the same run: raw
 ``sqlite3`` inserts (executemany, one commit per batch) and raw ``sqlite3`` selects of the same
 window on the same file.
 
@@ -132,6 +134,57 @@ def script_query_ms(keys: Path, data: Path, bundle: Path, mode: str, since: int)
     return statistics.median(per[10:])
 
 
+WINDOW_SCRIPT = """
+import edge
+
+def entry(inputs):
+    n = 0
+    for _ in range(inputs["queries"]):
+        n += len(edge.events.query("clicks", since_ms=edge.now_ms() - inputs["window"], fields=["ts", "item_id"])["ts"])
+    return n
+"""
+
+
+def process_window_ms(keys: Path, work: Path, repeats: int = 400) -> dict:
+    """Process mode, a table of N events ending now: one trailing-window query per call, over the
+    channel and declared (``events.prefetch``, its read included in the call); each call's time minus
+    the median of an empty call of the undeclared bundle (the same run's baseline)."""
+    src = work / "src-window"
+    src.mkdir()
+    (src / "features.py").write_text(WINDOW_SCRIPT)
+    bundles = {}
+    for kind, events in (("channel", {"reads": ["clicks"]}),
+                         ("declared", {"reads": ["clicks"], "prefetch": {"b": [
+                             {"table": "clicks", "window_ms": WINDOW_MS, "fields": ["ts", "item_id"]}]}})):
+        (src / "bundle.json").write_text(json.dumps({"name": f"w{kind}", "version": "1.0.0", "system": kind,
+                                                     "entries": {"b": "features:entry"}, "events": events}))
+        bundles[kind] = pack(src, keys, work / f"w-{kind}.evb",
+                             targets=[f"{sys.version_info[0]}.{sys.version_info[1]}"]).path
+    cfg = {**config(keys, work / "data-window", sensitive=False, ring=0), "isolation": "process", "deadline_ms": 5000}
+    out: dict = {}
+    with Runtime(cfg) as rt:
+        ingest(rt, N, time.time_ns() // 1_000_000 - SPAN_MS)
+        for b in bundles.values():
+            rt.load(b)
+        times: dict[str, list[float]] = {"empty": [], "channel": [], "declared": []}
+        rows = 0
+        for _ in range(repeats):
+            for kind, system, queries in (("empty", "channel", 0), ("channel", "channel", 1), ("declared", "declared", 1)):
+                t = time.perf_counter()
+                n = rt.infer(system, "b", {"queries": queries, "window": WINDOW_MS})
+                times[kind].append((time.perf_counter() - t) * 1000)
+                rows = max(rows, n)
+        frames = {name.split()[0]: p["events_frames"] for name, p in rt.metrics()["isolation"]["pools"].items()}
+    assert rows > 0 and frames["wdeclared"] == 0 and frames["wchannel"] == repeats, frames
+    base = statistics.median(times["empty"][repeats // 10:])
+    for kind in ("channel", "declared"):
+        per = [t - base for t in times[kind][repeats // 10:]]
+        out[f"query_p50_ms_{kind}"] = round(statistics.median(per), 4)
+        out[f"query_p99_ms_{kind}"] = round(pct(per, 0.99), 4)
+    out["process_empty_call_p50_ms"] = round(base, 4)
+    return out
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgevm-bench-events-"))
     try:
@@ -180,6 +233,7 @@ def main() -> None:
             "ring_p50_ms": round(statistics.median(ring), 4), "ring_p99_ms": round(pct(ring, 0.99), 4),
             "bytes_per_event": {"plain": out["bytes_per_event_plain"], "sealed": out["bytes_per_event_sealed"]},
             "script_query_ms": script,
+            **process_window_ms(keys, work),
             "window_events": int(WINDOW_MS * N / SPAN_MS), "table_events": N,
         }
         print(json.dumps(result))

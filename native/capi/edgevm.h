@@ -170,10 +170,12 @@ EDGEVM_API int edgevm_infer_async_ex(edgevm_t *vm, const char *system_code, cons
 
 /*
  * edgevm_track — report one behaviour event (a msgpack map, e.g. {"type": "click", "ts": ..., ...}): it is
- * matched against the loaded bundles' triggers and may start tasks whose results reach the listener.
- * (Events are not stored yet; an event store that keeps them comes in a later release.)
- *   Errors: EINVAL (NULL, empty, over "max_input_bytes", invalid msgpack, not a valid event), ECLOSED,
- *   EINTERNAL. A triggered task that the queues or a circuit breaker refuse is skipped and counted in
+ * stored in the table its "table" names, when the runtime has an event store (config "data",
+ * docs/data.md), and matched against the loaded bundles' triggers: it may start tasks whose results
+ * reach the listener. A refused event is stored nowhere and fires nothing.
+ *   Errors: EINVAL (NULL, empty, over "max_input_bytes", invalid msgpack, not a map, an unknown table,
+ *   a missing, unknown or mistyped field, over "data.max_event_bytes"; counted in the metrics'
+ *   events.refused), ERESOURCE (the store cannot write: a full disk), ECLOSED, EINTERNAL. A triggered task that the queues or a circuit breaker refuse is skipped and counted in
  *   the metrics, not an error of this call.
  *   Ownership: read during the call only. Threading: any thread; takes the interpreter lock.
  */

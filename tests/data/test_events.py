@@ -314,3 +314,81 @@ def test_unreadable_table_is_a_policy_error(keys_dir: Path, tmp_path: Path, make
         rt.load(bundle)
         with pytest.raises(PolicyError, match="may not read table 'clicks'"):
             rt.infer("s", "q", {"table": "clicks"})
+
+
+def frames(rt: Runtime) -> int:
+    """``edge.events`` frames the bundle's workers sent to the host so far (process mode)."""
+    return sum(p["events_frames"] for p in rt.metrics()["isolation"]["pools"].values())
+
+
+DECLARED = {"table": "clicks", "window_ms": 600_000, "fields": ["item_id", "query_text"],
+            "where": {"type": "click"}, "limit": 500}
+
+
+def test_declared_rows_are_sent_with_the_request(keys_dir: Path, tmp_path: Path, make_bundle) -> None:
+    """In process mode an entry's declared read (``events.prefetch``) is run by the host before
+    dispatch: a query inside it is answered in the worker (no frame), with the rows thread mode
+    returns; anything beyond it (an older window, another field or filter) goes to the host."""
+    src = """
+    import edge
+
+    def entry(inputs):
+        now = edge.now_ms()
+        return [edge.events.query("clicks", since_ms=now - back, **args) for back, args in inputs["queries"]]
+    """
+    extra = {"events": {"reads": ["clicks"], "prefetch": {"q": [DECLARED]}}}
+    bundle = make_bundle({"features.py": src}, entries={"q": "features:entry"}, extra=extra)
+    now = time.time_ns() // 1_000_000
+    events = [click(i, ts=now - 995_000 + i * 10_000) for i in range(100)]  # every 10 s, the last 5 s ago
+    inside = [[300_000, {"where": {"type": "click"}, "fields": ["item_id"]}],
+              [500_000, {"where": {"type": ["click"]}, "fields": ["query_text", "item_id"], "limit": 3}],
+              [200_000, {"where": {"type": "click"}, "fields": ["ts", "item_id"], "until_ms": now - 50_000}]]
+    beyond = [[900_000, {"where": {"type": "click"}, "fields": ["item_id"]}],         # older than the window
+              [300_000, {"where": {"type": "click"}, "fields": ["price"]}],           # a field not declared
+              [300_000, {"where": {"type": "page_view"}, "fields": ["item_id"]}],     # another filter
+              [300_000, {"where": {"type": "click"}, "fields": ["item_id"], "limit": 0}]]  # bad: the host's error
+    results = {}
+    for mode in ("thread", "process"):
+        with Runtime(config(keys_dir, tmp_path / f"data-{mode}", mode)) as rt:
+            rt.load(bundle)
+            for e in events:
+                rt.track(e)
+            results[mode] = rt.infer("s", "q", {"queries": inside})
+            if mode == "process":
+                assert frames(rt) == 0  # every query was answered from the rows sent with the request
+                assert rt.infer("s", "q", {"queries": beyond[:3]}) == rt.infer("s", "q", {"queries": beyond[:3]})
+                assert frames(rt) == 6
+                with pytest.raises(BadInput, match="'limit' must be in"):
+                    rt.infer("s", "q", {"queries": beyond[3:]})
+    assert results["process"] == results["thread"]
+    clicks = [i for i in range(100) if i % 3]
+    assert results["thread"][0]["item_id"] == [i for i in clicks if i >= 70]
+    assert results["thread"][1] == {"query_text": [f"secret query {i}" for i in (95, 97, 98)], "item_id": [95, 97, 98]}
+
+
+def test_declared_reads_stay_within_what_the_bundle_may_read(keys_dir: Path, tmp_path: Path, make_bundle) -> None:
+    """A declared read names a table the bundle reads or owns (else the pack refuses it), fields
+    and filters of that table (else the load refuses it); a window the limit cut is not answered
+    from the rows sent (a narrower window could miss rows), but by the host."""
+    entries = {"q": "features:entry"}
+    with pytest.raises(BadInput, match="neither read"):
+        make_bundle({"features.py": READER}, entries=entries,
+                    extra={"events": {"reads": ["plain"], "prefetch": {"q": [DECLARED]}}})
+    with pytest.raises(BadInput, match="names no entry"):
+        make_bundle({"features.py": READER}, entries=entries,
+                    extra={"events": {"reads": ["clicks"], "prefetch": {"other": [DECLARED]}}})
+    bad_field = make_bundle({"features.py": READER}, entries=entries, name="badfield", extra={
+        "events": {"reads": ["clicks"], "prefetch": {"q": [{**DECLARED, "fields": ["secret"]}]}}})
+    cut = make_bundle({"features.py": READER}, entries=entries, name="cut", extra={
+        "events": {"reads": ["clicks"], "prefetch": {"q": [{**DECLARED, "limit": 5}]}}})
+    with Runtime(config(keys_dir, tmp_path / "data", "process")) as rt:
+        with pytest.raises(BadInput, match="'events.prefetch' of clicks: query of clicks: no field"):
+            rt.load(bad_field)
+        rt.load(cut)
+        now = time.time_ns() // 1_000_000
+        for i in range(30):
+            rt.track(click(i, ts=now - 30_000 + i * 1000))
+        got = rt.infer("s", "q", {"table": "clicks", "args": {"since_ms": now - 40_000, "where": {"type": "click"},
+                                                             "fields": ["item_id"]}})
+        assert got["item_id"] == [i for i in range(30) if i % 3]  # all of them: from the host, not the 5 sent
+        assert frames(rt) == 1

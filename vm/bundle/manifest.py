@@ -85,6 +85,10 @@ def validate(doc: Any, *, where: str = "bundle.json", packed: bool = False) -> M
     if not isinstance(snapshots, list) or not all(isinstance(s, str) and NAME_RE.match(s) for s in snapshots) \
             or len(set(snapshots)) != len(snapshots):
         raise BadInput(f"{where}: 'snapshots' must list distinct snapshot names of [A-Za-z0-9._-], got {snapshots!r}")
+    events = parse_bundle_events(doc.get("events"))
+    unknown = sorted(set(events.prefetch or ()) - set(entries))
+    if unknown:
+        raise BadInput(f"{where}: 'events.prefetch' names no entry: {', '.join(map(repr, unknown))}")
     return Manifest(name=name, version=version, system=system, entries=dict(entries), models=dict(models),
                     min_runtime=min_runtime, triggers=parse_bundle(doc, entries), doc=doc,
-                    snapshots=tuple(snapshots), events=parse_bundle_events(doc.get("events")))
+                    snapshots=tuple(snapshots), events=events)

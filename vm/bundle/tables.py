@@ -12,6 +12,15 @@ Every event also has ``ts`` (int, milliseconds since the epoch). A bundle's ``ev
 host tables it reads and which tables of its own it keeps (``vm.data`` namespaces those to it)::
 
     {"events": {"reads": ["clicks"], "tables": {"scratch": {"fields": {"score": "float"}}}}}
+
+An entry may also declare the reads it makes on every call (``prefetch``: business code -> a list of
+``{table, window_ms, fields, where, limit}``, a trailing window of a table it may read): in process
+isolation the host runs them before dispatch and sends the columns with the request, so the
+script's ``edge.events.query`` of that window is answered in the worker without a round trip::
+
+    {"events": {"reads": ["clicks"],
+                "prefetch": {"rank": [{"table": "clicks", "window_ms": 600000, "fields": ["ts", "item_id"],
+                                       "where": {"type": "click"}, "limit": 1000}]}}}
 """
 from __future__ import annotations
 
@@ -56,11 +65,23 @@ class TableSpec:
 
 
 @dataclass(frozen=True)
+class Prefetch:
+    """One declared read of an entry: the latest ``window_ms`` of ``table`` (``query`` holds the
+    rest of its arguments as ``edge.events.query`` takes them: fields, where, limit)."""
+
+    table: str
+    window_ms: int
+    query: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class BundleEvents:
-    """A bundle's ``events``: the host tables it reads, the tables it owns."""
+    """A bundle's ``events``: the host tables it reads, the tables it owns, the reads its entries
+    declare (business code -> prefetches)."""
 
     reads: tuple[str, ...] = ()
     tables: Mapping[str, TableSpec] | None = None
+    prefetch: Mapping[str, tuple[Prefetch, ...]] | None = None
 
 
 def _limit(doc: Mapping[str, Any], key: str, hi: int, where: str) -> int | None:
@@ -116,8 +137,9 @@ def parse_bundle_events(doc: Any, where: str = "bundle.json: 'events'") -> Bundl
     """Validate a manifest's ``events`` (``{"reads": [...], "tables": {...}}``)."""
     if doc is None:
         return BundleEvents(tables={})
-    if not isinstance(doc, Mapping) or set(doc) - {"reads", "tables"}:
-        raise BadInput(f"{where} must be an object with 'reads' (host table names) and 'tables' (declarations)")
+    if not isinstance(doc, Mapping) or set(doc) - {"reads", "tables", "prefetch"}:
+        raise BadInput(f"{where} must be an object with 'reads' (host table names), 'tables' (declarations) "
+                       "and 'prefetch' (the reads each entry makes on every call)")
     reads = doc.get("reads", [])
     if not isinstance(reads, list) or not all(isinstance(r, str) and TABLE_NAME_RE.match(r) for r in reads):
         raise BadInput(f"{where}: 'reads' must list table names, got {reads!r}")
@@ -125,4 +147,43 @@ def parse_bundle_events(doc: Any, where: str = "bundle.json: 'events'") -> Bundl
     overlap = sorted(set(reads) & set(tables))
     if overlap:
         raise BadInput(f"{where}: {', '.join(overlap)} both read from the host and declared as the bundle's own")
-    return BundleEvents(reads=tuple(dict.fromkeys(reads)), tables=tables)
+    prefetch = _parse_prefetch(doc.get("prefetch", {}), set(reads) | set(tables), f"{where}.prefetch")
+    return BundleEvents(reads=tuple(dict.fromkeys(reads)), tables=tables, prefetch=prefetch)
+
+
+MAX_PREFETCH = 8  # declared reads per entry
+PREFETCH_KEYS = frozenset({"table", "window_ms", "fields", "where", "limit"})
+
+
+def _parse_prefetch(doc: Any, readable: set[str], where: str) -> dict[str, tuple[Prefetch, ...]]:
+    """Validate ``events.prefetch``: each read names a table the bundle reads or owns, a window,
+    and plain ``query`` arguments (their fields and values are checked against the table where the
+    table is known: at load)."""
+    if not isinstance(doc, Mapping):
+        raise BadInput(f"{where} must map business codes to lists of declared reads")
+    out = {}
+    for business, reads in doc.items():
+        at = f"{where}.{business}"
+        if not isinstance(business, str) or not isinstance(reads, list) or not 1 <= len(reads) <= MAX_PREFETCH:
+            raise BadInput(f"{at} must be a list of 1-{MAX_PREFETCH} reads {{table, window_ms, fields, where, limit}}")
+        parsed = []
+        for read in reads:
+            if not isinstance(read, Mapping) or set(read) - PREFETCH_KEYS:
+                raise BadInput(f"{at}: a read is an object with {', '.join(sorted(PREFETCH_KEYS))}, got {read!r}")
+            table = read.get("table")
+            if table not in readable:
+                raise BadInput(f"{at}: table {table!r} is neither read ('reads') nor owned ('tables') by the bundle")
+            window = read.get("window_ms")
+            if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_AGE_MS:
+                raise BadInput(f"{at}: 'window_ms' must be an integer in [1, {MAX_AGE_MS}], got {window!r}")
+            fields = read.get("fields")
+            if fields is not None and (not isinstance(fields, list) or not all(
+                    isinstance(f, str) and (f == "ts" or FIELD_NAME_RE.match(f)) for f in fields)):
+                raise BadInput(f"{at}: 'fields' must list field names, got {fields!r}")
+            filters = read.get("where")
+            if filters is not None and not isinstance(filters, Mapping):
+                raise BadInput(f"{at}: 'where' must map field names to a value or a list of values")
+            parsed.append(Prefetch(table=table, window_ms=window, query={
+                "fields": fields, "where": None if filters is None else dict(filters), "limit": read.get("limit")}))
+        out[business] = tuple(parsed)
+    return out

@@ -25,20 +25,22 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 
 from vm.bundle.keys import DeviceKeys
-from vm.bundle.tables import BundleEvents, TableSpec
+from vm.bundle.tables import BundleEvents, Prefetch, TableSpec
 from vm.data.config import DataConfig
-from vm.data.ring import Ring, _shrink
+from vm.data.ring import Ring
 from vm.data.sealed import Sealer
 from vm.data.sql import ReadOnlySQL
 from vm.errors import BadInput, EdgeError, NotFound, PolicyError, ResourceExhausted, Timeout
 
 log = logging.getLogger("edgevm.data")
 SQL_TYPES = {"int": "INTEGER", "float": "REAL", "str": "TEXT", "bool": "INTEGER"}
+PY_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+NP_TYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_}
 INT64 = (-(1 << 63), (1 << 63) - 1)
+EARLY_COMMIT = 4096      # queued events of one table that start its commit before commit_ms
 PRUNE_CHUNK = 5000       # rows one retention delete removes (one short write transaction)
 PROGRESS_OPS = 1000      # SQLite VM steps between deadline checks
 
@@ -80,6 +82,8 @@ class _Table:
         self.counts = {"stored": 0, "refused": 0, "pruned": 0, "commit_failures": 0}
         self._readers: list[sqlite3.Connection] = []
         self.types = dict(spec.fields)
+        self.checks = tuple((n, t, PY_TYPES[t]) for n, t in spec.fields)
+        self._plans: dict[tuple, tuple[str, tuple[str, ...], dict[str, tuple]]] = {}
         self.clear = spec.clear
         self.sealed_fields = spec.sealed
         self.conn = self._connect()
@@ -138,30 +142,35 @@ class _Table:
         if type(ts) is not int or not 0 <= ts <= INT64[1]:
             raise BadInput(f"table {spec.name}: 'ts' must be a non-negative int (milliseconds), got {ts!r}")
         values: dict[str, Any] = {}
-        for name, ftype in spec.fields:
-            if name not in event:
-                raise BadInput(f"table {spec.name}: the event has no field {name!r}")
-            values[name] = _check_value(spec.name, name, ftype, event[name])
+        size = 0
+        for name, ftype, exact in self.checks:
+            try:
+                value = event[name]
+            except KeyError:
+                raise BadInput(f"table {spec.name}: the event has no field {name!r}") from None
+            if type(value) is not exact or exact is int:  # ints: the int64 range; floats: ints accepted
+                value = _check_value(spec.name, name, ftype, value)
+            values[name] = value
+            size += _size(value)
         extra = len(event) - len(values) - ("ts" in event) - ("table" in event)
         if extra:
             known = {"ts", "table", *values}
             raise BadInput(f"table {spec.name}: unknown field(s) "
                            f"{', '.join(sorted(repr(k) for k in event if k not in known))}")
-        if self.sealer is not None:
-            packed = [values[n] for n in self.sealed_fields]
-            size = len(msgpack.packb(packed, use_bin_type=True)) + sum(_size(values[n]) for n in self.clear)
-        else:
-            packed = None
-            size = sum(_size(v) for v in values.values())
+        message = None
+        if self.sealer is not None:  # the sealed fields count as their encoded message (ts included)
+            message = self.sealer.message(ts, [values[n] for n in self.sealed_fields])
+            size = len(message) + sum(_size(values[n]) for n in self.clear)
         if size > self.cfg.max_event_bytes:
             raise BadInput(f"table {spec.name}: an event of {size} bytes exceeds the limit of "
                            f"{self.cfg.max_event_bytes} (config 'data.max_event_bytes')", detail={"reason": "oversized"})
-        sql_row = (ts, *(values[n] for n in self.clear),
-                   *((self.sealer.seal(ts, packed),) if self.sealer is not None else ()))
+        sql_row = (ts, *[values[n] for n in self.clear],
+                   *((self.sealer.seal(message),) if self.sealer is not None and message is not None else ()))
         return ts, values, sql_row
 
-    def add(self, ts: int, values: dict[str, Any], sql_row: tuple) -> None:
-        """Store a validated event: committed now (durable) or queued for the next group commit."""
+    def add(self, ts: int, values: dict[str, Any], sql_row: tuple) -> int:
+        """Store a validated event: committed now (durable) or queued for the next group commit;
+        how many events wait for that commit (0: durable)."""
         if self.cfg.durability == "durable":
             with self.wlock:
                 try:
@@ -173,7 +182,7 @@ class _Table:
                 self.counts["stored"] += 1
                 if self.ring is not None:
                     self.ring.append(ts, values)
-            return
+            return 0
         with self.lock:
             if self.error is not None or len(self.pending) >= self.cfg.max_pending:
                 raise self.error or ResourceExhausted(
@@ -181,6 +190,7 @@ class _Table:
             self.pending.append(sql_row)
             if self.ring is not None:
                 self.ring.append(ts, values)
+            return len(self.pending)
 
     def flush(self) -> None:
         """Commit the queued events in one transaction; on failure they stay queued, and ``track``
@@ -233,17 +243,18 @@ class _Table:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def reader(self) -> sqlite3.Connection:
+    def reader(self) -> _Reader:
         with self.lock:
             if self._readers:
                 return self._readers.pop()
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, factory=_Reader)
         conn.execute("PRAGMA query_only=1")
         conn.execute("PRAGMA temp_store=MEMORY")
+        conn.set_progress_handler(conn.expired, PROGRESS_OPS)
         return conn
 
-    def give_back(self, conn: sqlite3.Connection) -> None:
-        conn.set_progress_handler(None, 0)
+    def give_back(self, conn: _Reader) -> None:
+        conn.deadline = float("inf")
         with self.lock:
             self._readers.append(conn)
 
@@ -258,34 +269,49 @@ class _Table:
         self.flush()  # a disk read sees every event track() accepted (and waits for a commit under way)
         return self._select_disk(q, deadline)
 
-    def _select_disk(self, q: Query, deadline: float) -> dict[str, np.ndarray]:
-        cond, params = [], []
+    def _plan(self, q: Query) -> tuple[str, tuple[str, ...], dict[str, tuple]]:
+        """The statement for a query's shape (which bounds, filters and fields: not their values),
+        the columns it selects, and the filters on sealed fields (applied after opening); built once
+        per shape, so the connection's statement cache finds it prepared."""
+        shape = (q.since_ms is None, q.until_ms is None, tuple((n, len(v)) for n, v in q.where.items()), q.fields)
+        plan = self._plans.get(shape)
+        if plan is not None:
+            return plan
+        cond = []
         if q.since_ms is not None:
             cond.append("ts >= ?")
-            params.append(q.since_ms)
         if q.until_ms is not None:
             cond.append("ts < ?")
-            params.append(q.until_ms)
         sealed_where = {}
         for name, allowed in q.where.items():
             if name in self.clear:
                 cond.append(f"{_q(name)} IN ({', '.join('?' * len(allowed))})")
-                params.extend(allowed)
             else:
                 sealed_where[name] = allowed
         need_sealed = bool(sealed_where) or any(f in self.sealed_fields for f in q.fields)
-        clear_cols = [f for f in q.fields if f in self.clear and f != "ts"]
-        cols = ["ts", *clear_cols, *(["payload"] if need_sealed else [])]
+        cols = ("ts", *[f for f in q.fields if f in self.clear and f != "ts"], *(["payload"] if need_sealed else []))
         sql = f"SELECT {', '.join(_q(c) for c in cols)} FROM events"
         if cond:
             sql += " WHERE " + " AND ".join(cond)
         sql += " ORDER BY ts DESC, rowid DESC"  # the ts index's own order: the latest first, no sort
         if not sealed_where:
             sql += " LIMIT ?"
+        if len(self._plans) >= 64:
+            self._plans.clear()
+        plan = self._plans[shape] = (sql, cols, {n: () for n in sealed_where})
+        return plan
+
+    def _select_disk(self, q: Query, deadline: float) -> dict[str, np.ndarray]:
+        sql, cols, sealed = self._plan(q)
+        params: list[Any] = [v for v in (q.since_ms, q.until_ms) if v is not None]
+        for name, allowed in q.where.items():
+            if name not in sealed:
+                params.extend(allowed)
+        if not sealed:
             params.append(q.limit)
         conn = self.reader()
         try:
-            conn.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_OPS)
+            conn.deadline = deadline
             rows = conn.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             if time.monotonic() > deadline:
@@ -295,16 +321,16 @@ class _Table:
         finally:
             self.give_back(conn)
         rows.reverse()
-        columns = {c: [r[i] for r in rows] for i, c in enumerate(cols) if c != "payload"}
-        if need_sealed:
-            opened = [self.sealer.open(r[0], r[-1]) for r in rows]  # type: ignore[union-attr]
-            for j, name in enumerate(self.sealed_fields):
-                columns[name] = [o[j] for o in opened]
-            if sealed_where:
-                keep = [all(columns[n][i] in allowed for n, allowed in sealed_where.items())
-                        for i in range(len(rows))]
-                kept = [i for i, k in enumerate(keep) if k][-q.limit:]
-                columns = {n: [v[i] for i in kept] for n, v in columns.items()}
+        # one transposition in C, then one numpy array per column (no per-value Python loop)
+        columns = dict(zip(cols, zip(*rows, strict=True), strict=True)) if rows else dict.fromkeys(cols, ())
+        if "payload" in columns:
+            opened = list(map(self.sealer.open, columns["ts"], columns.pop("payload")))  # type: ignore[union-attr]
+            columns.update(zip(self.sealed_fields, zip(*opened, strict=True), strict=True) if opened
+                           else dict.fromkeys(self.sealed_fields, ()))
+            if sealed:
+                keep = [i for i in range(len(rows))
+                        if all(columns[n][i] in q.where[n] for n in sealed)][-q.limit:]
+                columns = {n: [v[i] for i in keep] for n, v in columns.items()}
         return {name: _array(columns[name], "int" if name == "ts" else self.types[name]) for name in q.fields}
 
     def close(self) -> None:
@@ -385,7 +411,8 @@ class EventStore:
         except BaseException:
             self.close()
             raise
-        self._wake = threading.Event()
+        self._queued = threading.Event()  # an event was queued (or close): the writer thread wakes
+        self._full = threading.Event()    # a queue reached EARLY_COMMIT (or close): commit now
         self._thread = threading.Thread(target=self._run, name="edgevm-events", daemon=True)
         self._thread.start()
 
@@ -414,7 +441,7 @@ class EventStore:
                     old.close()
                 table = new
             own[name] = table
-        return Access(self, bundle, events.reads, own)
+        return Access(self, bundle, events.reads, own, events.prefetch or {})
 
     # -- ingestion ---------------------------------------------------------------------------
 
@@ -443,11 +470,11 @@ class EventStore:
                 table.counts["refused"] += 1
             self.count_refused(exc.detail.get("reason", "invalid_event"))
             raise
-        table.add(ts, values, row)
-        if self.cfg.durability == "durable":
-            return
-        if len(table.pending) >= 4096:
-            self._wake.set()
+        waiting = table.add(ts, values, row)
+        if waiting == 1:
+            self._queued.set()  # the writer thread sleeps until a queue has an event
+        elif waiting >= EARLY_COMMIT:
+            self._full.set()
 
     def count_refused(self, reason: str) -> None:
         """Count one refused event by its reason (metrics' ``events.refused``)."""
@@ -457,10 +484,14 @@ class EventStore:
     # -- background --------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Sleep until an event is queued (or retention is due: an idle store wakes nobody, and
+        never takes the interpreter lock from a reader), then group what arrives within ``commit_ms``."""
         next_prune = 0.0
         while not self._closed:
-            self._wake.wait(self.cfg.commit_ms / 1000)
-            self._wake.clear()
+            if self._queued.wait(max(next_prune - time.monotonic(), 0.0)) and not self._closed:
+                self._full.wait(self.cfg.commit_ms / 1000)
+            self._queued.clear()  # before the commit takes the queues: an event queued after it wakes us again
+            self._full.clear()
             self.flush()
             if time.monotonic() >= next_prune:
                 self.prune()
@@ -493,9 +524,9 @@ class EventStore:
         if self._closed:
             return
         self._closed = True
-        wake = getattr(self, "_wake", None)
-        if wake is not None:
-            wake.set()
+        if hasattr(self, "_thread"):
+            self._queued.set()
+            self._full.set()
             self._thread.join(5)
         with self._lock:
             tables = list(self._tables.values())
@@ -508,13 +539,58 @@ class Access:
     """What one bundle's scripts may do with the store: read the host tables its manifest lists
     and its own tables, write its own tables. Every argument is checked as hostile input."""
 
-    def __init__(self, store: EventStore | None, bundle: str, reads: Sequence[str], own: Mapping[str, _Table]) -> None:
+    def __init__(self, store: EventStore | None, bundle: str, reads: Sequence[str], own: Mapping[str, _Table],
+                 prefetch: Mapping[str, Sequence[Prefetch]] = {}) -> None:  # noqa: B006 - read only
         self.store = store
         self.bundle = bundle
         self.reads = tuple(reads)
         self.own = dict(own)
         self._sql: ReadOnlySQL | None = None
         self._sql_tables: list[_Table] = []
+        self.prefetches = {b: tuple(reads) for b, reads in prefetch.items()}
+        for reads_of in self.prefetches.values():  # a declared read is checked as a query, at load
+            for read in reads_of:
+                table = self._declared_table(read)
+                if table is not None:
+                    self._declared_query(table, read, 0)
+
+    def _declared_table(self, read: Prefetch) -> _Table | None:
+        """The table of a declared read (``PolicyError`` if the bundle may not read it); None if
+        this device does not declare that host table (a query of it is ``not_found``)."""
+        try:
+            return self._table(read.table)
+        except NotFound:
+            return None
+
+    def _declared_query(self, table: _Table, read: Prefetch, now_ms: int) -> Query:
+        fields = read.query["fields"]
+        spec = {**read.query, "since_ms": now_ms - read.window_ms,
+                "fields": None if fields is None else ["ts", *fields]}  # ts: the worker cuts windows by it
+        try:
+            return Query(table, spec, table.cfg.max_query_rows)
+        except BadInput as exc:
+            raise BadInput(f"bundle {self.bundle}: 'events.prefetch' of {read.table}: {exc.message}") from None
+
+    def prefetch(self, business: str, deadline: float) -> list[list | None]:
+        """Run the reads entry ``business`` declares (``events.prefetch``), for a request about to
+        be sent to a worker: per read, ``[since_ms, complete, max_rows, columns]`` (``complete``:
+        the window was not cut by the limit, so every narrower window is in it), or None where the
+        read failed (the script's own query then goes over the channel and meets the error)."""
+        out: list[list | None] = []
+        now = time.time_ns() // 1_000_000
+        for read in self.prefetches.get(business, ()):
+            table = self._declared_table(read)
+            if table is None:
+                out.append(None)
+                continue
+            q = self._declared_query(table, read, now)
+            try:
+                columns = table.select(q, deadline)
+            except EdgeError:
+                out.append(None)
+                continue
+            out.append([q.since_ms, len(columns["ts"]) < q.limit, table.cfg.max_query_rows, columns])
+        return out
 
     def _table(self, name: Any, *, write: bool = False) -> _Table:
         if type(name) is not str:
@@ -582,7 +658,17 @@ class Access:
         return {n: _array([r[i] for r in rows], None) for i, n in enumerate(names)}
 
 
-def _array(values: list[Any], ftype: str | None) -> np.ndarray:
+class _Reader(sqlite3.Connection):
+    """A reader connection whose progress handler ends a statement once ``deadline`` (monotonic
+    seconds) has passed; set once per connection, not per query."""
+
+    deadline = float("inf")
+
+    def expired(self) -> bool:
+        return time.monotonic() > self.deadline
+
+
+def _array(values: Sequence[Any], ftype: str | None) -> np.ndarray:
     """One result column as a numpy array of the field's type (``None``: inferred from the values)."""
     if ftype is None:
         kinds = {type(v) for v in values}
@@ -595,10 +681,9 @@ def _array(values: list[Any], ftype: str | None) -> np.ndarray:
             ftype = "str"
         else:
             raise BadInput(f"sql: a result column mixes {', '.join(sorted(k.__name__ for k in kinds))}")
-    if ftype == "str":
-        return _shrink(np.array(values, dtype=str)) if values else np.zeros(0, "<U1")
-    dtype = {"int": np.int64, "float": np.float64, "bool": np.bool_}[ftype]
-    return np.array(values, dtype=dtype)
+    if ftype == "str":  # as wide as its longest value
+        return np.array(values, dtype=str) if len(values) else np.zeros(0, "<U1")
+    return np.array(values, dtype=NP_TYPES[ftype])
 
 
 def _q(name: str) -> str:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vm.execution import parking
 from vm.execution.tasks import SETTLED, Chain, Task
 
 log = logging.getLogger("edgevm.scheduler")
@@ -26,7 +27,7 @@ class DeadlineTimer:
         self._tick = tick_s
         self._buckets: dict[int, dict[int, Any]] = {}
         self._keys: list[int] = []  # heap of bucket keys (keys of emptied buckets linger until due)
-        self._cv = threading.Condition(threading.Lock())
+        self._cv = parking.Condition(threading.Lock())
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="edgevm-deadlines", daemon=True)
         self._thread.start()

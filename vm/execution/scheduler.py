@@ -50,6 +50,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vm.errors import BadInput, Busy, CircuitOpen, Closed, EdgeError, NotFound, Timeout
+from vm.execution import parking
 from vm.execution.breaker import Breakers
 from vm.execution.deadlines import DeadlineTimer
 from vm.execution.executor import execute
@@ -138,9 +139,9 @@ class Scheduler:
         self.metrics = metrics or Metrics()
         self.stuck_total = 0
         self._lock = threading.Lock()
-        self._conds = [threading.Condition(self._lock) for _ in range(3)]
-        self._gates = [threading.Condition(self._lock) for _ in range(3)]
-        self._ready_cv = threading.Condition(self._lock)
+        self._conds = [parking.Condition(self._lock) for _ in range(3)]
+        self._gates = [parking.Condition(self._lock) for _ in range(3)]
+        self._ready_cv = parking.Condition(self._lock)
         self._queues: list[deque[Task]] = [deque(), deque(), deque()]
         self._held = [0, 0, 0]      # accepted, not started (queued or waiting for dependencies)
         self._running = [0, 0, 0]
@@ -231,7 +232,7 @@ class Scheduler:
     def call(self, task: Task) -> Any:
         """Submit one task and wait for it; raise its error. The caller gets ``Timeout`` at the
         deadline whatever the worker is doing."""
-        event = task._event = threading.Event()
+        event = task._event = parking.Event()
         task.timed = False  # this thread keeps the deadline itself
         self.submit(task)
         if not event.wait(max(task.deadline - time.monotonic(), 0.0) + 0.001):

@@ -13,6 +13,7 @@ from typing import Any
 
 from vm.bundle.triggers import PRIORITIES, QUEUES
 from vm.errors import BadInput, EdgeError
+from vm.execution import parking
 from vm.execution.breaker import Breaker
 
 CORE, NORMAL, LOW = (PRIORITIES[name] for name in QUEUES)
@@ -68,7 +69,7 @@ class Task:
         self.tkey: int | None = None
         self.bundle = bundle
         self._once = threading.Lock()
-        self._event: threading.Event | None = None
+        self._event: parking.Event | None = None
 
     @property
     def status(self) -> int:

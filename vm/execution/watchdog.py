@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vm.execution import parking
 from vm.guard import _guard
 from vm.guard.context import SANDBOX_MARKER, CallContext, ScriptTimeout, bind
 
@@ -35,7 +36,7 @@ class Watchdog:
         self.on_stuck = on_stuck
         self._heap: list[tuple[float, int, CallContext]] = []
         self._seq = itertools.count()
-        self._cv = threading.Condition(threading.Lock())
+        self._cv = parking.Condition(threading.Lock())
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="edgevm-watchdog", daemon=True)
         self._thread.start()

@@ -227,7 +227,8 @@ class Runtime:
                               "profile": cfg.device_profile.to_config(), "max_result": cfg.max_input_bytes,
                               "load_timeout_s": cfg.load_deadline_ms / 1000, "ab_group": ab_group},
                     events=None if access is None else
-                    lambda op, args, deadline, writes: access.call(op, args, deadline, writes=writes))
+                    lambda op, args, deadline, writes: access.call(op, args, deadline, writes=writes),
+                    prefetch=access.prefetch if access is not None and access.prefetches else None)
         pool.start(deadline)
         with self._lock:
             active = sum(b.pool.size for b in self._bundles.values() if b.pool is not None and b.bundle.name != name)

@@ -53,6 +53,9 @@ class _Worker:
 
 EventsHandler = Callable[[Any, Any, float, bool], Any]
 """``events(op, args, deadline, writes)``: the host's answer to a worker's ``edge.events`` call."""
+PrefetchHandler = Callable[[str, float], list]
+"""``prefetch(business, deadline)``: the reads entry ``business`` declares, run for a request
+(``vm.data.store.Access.prefetch``): per read ``[since_ms, complete, max_rows, columns]`` or None."""
 
 
 class Pool:
@@ -62,9 +65,11 @@ class Pool:
     def __init__(self, supervisor: Supervisor, bundle: loader.TrustedBundle, *, size: int, spares: int,
                  settings: dict[str, Any], grace_s: float, max_frame: int,
                  on_log: Callable[[str], None], events: EventsHandler | None = None,
+                 prefetch: PrefetchHandler | None = None,
                  features: Callable[[], Mapping[str, snapshot_format.Snapshot]] = dict) -> None:
         self.sup = supervisor
         self._events = events
+        self._prefetch = prefetch
         self.name = f"{bundle.name} {bundle.version}"
         self.size, self.spares = size, spares
         self._export = loader.export(bundle)
@@ -87,7 +92,8 @@ class Pool:
         self._failures = 0        # consecutive workers that failed to start
         self._sample: tuple[str, bytes] | None = None  # the latest request served: spares rehearse it
         self._retry_at = 0.0
-        self.counts = {"started": 0, "crashed": 0, "killed": 0, "invalid_replies": 0, "start_failures": 0}
+        self.counts = {"started": 0, "crashed": 0, "killed": 0, "invalid_replies": 0, "start_failures": 0,
+                       "events_frames": 0}
         self._maint = threading.Thread(target=self._maintain, name=f"edgevm-pool-{bundle.name}", daemon=True)
 
     # -- life cycle -------------------------------------------------------------------------
@@ -183,12 +189,13 @@ class Pool:
     def call(self, deadline: float, op: str, business: str, payload: bytes,
              features: Sequence[tuple[str, bytes]] = (), *, label: str) -> bytes:
         """Run ``op`` (``invoke``, ``step``, ``warm``) in a worker; its result, or its typed error."""
+        declared = self._declared_rows(op, business, deadline)
         w = self._acquire(deadline, label)
         cid = next(self._ids)
         limit = deadline
         try:
             self._sync(w)
-            w.chan.send("call", cid, op, business, payload, deadline, [list(f) for f in features])
+            w.chan.send("call", cid, op, business, payload, deadline, [list(f) for f in features], declared)
             while True:
                 try:
                     msg = w.chan.recv(limit)
@@ -203,6 +210,7 @@ class Pool:
                     self._on_log(msg[1])
                     continue
                 if kind == "events" and len(msg) == 3:
+                    self.counts["events_frames"] += 1
                     w.chan.send("events", *self._serve_events(msg[1], msg[2], deadline, writes=True))
                     continue
                 if kind == "ok" and len(msg) == 3 and msg[1] == cid and isinstance(msg[2], bytes):
@@ -231,6 +239,12 @@ class Pool:
             w.exited.wait(EXIT_WAIT_S)
             self.counts["crashed"] += 1
             raise Crashed(f"{label}: the worker process {describe_exit(w.status)} during the call") from None
+
+    def _declared_rows(self, op: str, business: str, deadline: float) -> list:
+        """The rows the entry declares (``events.prefetch``), read now and sent with the request."""
+        if self._prefetch is None or op not in ("invoke", "step"):
+            return []
+        return [None if r is None else [*r[:3], wire.pack_columns(r[3])] for r in self._prefetch(business, deadline)]
 
     def _serve_events(self, op: Any, data: Any, deadline: float, *, writes: bool) -> tuple:
         """Answer a worker's ``edge.events`` frame (hostile input: the handler checks every part)."""
@@ -469,7 +483,7 @@ class Pool:
         cid = next(self._ids)
         try:
             self._sync(w)
-            w.chan.send("call", cid, "invoke", sample[0], sample[1], deadline, [])
+            w.chan.send("call", cid, "invoke", sample[0], sample[1], deadline, [], [])
             while True:
                 msg = w.chan.recv(deadline)
                 if msg[0] == "log":
