@@ -1,6 +1,7 @@
 """cffi build scripts for native/.
 
 ``ops_ffi`` builds ``vm.ml._ops``: the native feature operators (API mode, out of line).
+``ort_ffi`` builds ``vm.ml._ort``: ONNX Runtime's C API types and its library's loader (``native/ort/``).
 Used by setup.py (``cffi_modules``); ``python build.py`` builds them in place for development.
 
 ``build_capi`` builds ``libedgevm.so``: the C API (``native/capi/edgevm.h``, the C files of ``native/capi/``) as a cffi
@@ -294,6 +295,23 @@ def runtime_version() -> str:
     raise RuntimeError("vm/__init__.py: no __version__")
 
 
+# -- ONNX Runtime's C API (vm.ml._ort) ---------------------------------------------------------------
+
+ORT = f"{NATIVE}/ort"
+
+
+def _ort_builder() -> FFI:
+    """The cffi FFI for vm.ml._ort: ``native/ort/ort.h`` is both its cdef and its C header."""
+    ffi = FFI()
+    ffi.cdef(_cdef_text((ROOT / ORT / "ort.h").read_text()))
+    ffi.set_source("vm.ml._ort", '#include "ort.h"', sources=[f"{ORT}/ort.c"], include_dirs=[ORT],
+                   libraries=["dl"], extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra"])
+    return ffi
+
+
+ort_ffi = _ort_builder()
+
+
 def build_capi(out_dir: str | Path | None = None, *, sanitize: str | None = None, verbose: bool = False) -> Path:
     """Build ``libedgevm.so`` (and ``edgevm.pc``, ``install/edgevm.pc``) into ``out_dir`` (default:
     ``capi_build_dir()``); returns the library's path. ``sanitize`` (``"thread"``, ``"address"``)
@@ -329,3 +347,4 @@ if __name__ == "__main__":
         print(build_ops_sanitized())
     else:
         ops_ffi.compile(tmpdir=str(ROOT), verbose=False)
+        ort_ffi.compile(tmpdir=str(ROOT), verbose=False)

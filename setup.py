@@ -28,7 +28,7 @@ class BuildExtWithCapi(build_ext):
 
 
 setup(
-    cffi_modules=["build.py:ops_ffi"],
+    cffi_modules=["build.py:ops_ffi", "build.py:ort_ffi"],
     cmdclass={"build_ext": BuildExtWithCapi},
     data_files=[("lib", [f"{CAPI_DIR}/libedgevm.so", f"{CAPI_DIR}/edgevm-zygote"]), ("lib/pkgconfig", [f"{CAPI_DIR}/install/edgevm.pc"]),
                 ("include", ["native/capi/edgevm.h"])],

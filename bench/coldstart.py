@@ -15,9 +15,11 @@ inference at all. ``ratio`` = edgevm's median to-first-result / the baseline's.
 ``maxrss_mb``: peak RSS (VmHWM) of the host process (thread mode: everything; process mode: the
 host, and ``worker_hwm_mb``, the largest peak RSS of the zygote and its workers; they share most of
 their pages). ``install_mb``: the apparent size of the
-installed packages the thread-mode run imported (their whole directories: numpy, onnxruntime,
-msgpack, nacl, cffi's backend, vm without vm/tools, stdlib_slim), not counting CPython itself
-(docs/shipping.md has the full device image and what can be left out).
+installed packages the thread-mode run used: the whole directories of those it imported (numpy,
+msgpack, nacl, cffi's backend, vm without vm/tools, stdlib_slim), and of those it only mapped a
+shared library from (onnxruntime's ``capi/libonnxruntime.so``, which ``vm.ml.ortapi`` loads without
+importing the package) that library alone; not counting CPython itself (docs/shipping.md has the
+full device image and what can be left out).
 
 Last line: JSON with to_first_result_ms (per mode), stages, baseline_ms, ratio, maxrss_mb,
 install_mb.
@@ -70,9 +72,11 @@ if {mode!r} == "process":
             if line.startswith("VmHWM:"):
                 hwm = max(hwm, int(line.split()[1]) / 1024)
 files = sorted({{m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)}})
+mapped = sorted({{l.split(None, 5)[5].strip() for l in open("/proc/self/maps") if len(l.split(None, 5)) == 6
+                 and ".so" in l.rsplit("/", 1)[-1]}})
 host_hwm = [int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
 print(json.dumps({{"marks": marks, "maxrss_mb": host_hwm,
-                  "worker_hwm_mb": hwm, "files": files}}), flush=True)
+                  "worker_hwm_mb": hwm, "files": files, "mapped": mapped}}), flush=True)
 rt.close()
 """
 
@@ -118,10 +122,15 @@ def baseline_sample(paths: dict[str, str]) -> float:
     return (float(line) - t0) * 1000
 
 
-def install_mb(files: list[str]) -> float:
-    """Apparent size of the installed package directories the run imported from."""
+def install_mb(files: list[str], mapped: list[str]) -> float:
+    """Apparent size of the installed package directories the run imported from, and of the shared
+    libraries it mapped from packages it did not import."""
     site = [Path(p) for p in sys.path if p.endswith("site-packages")]
     roots: set[Path] = {ROOT / "vm", ROOT / "stdlib_slim"}
+    for f in map(Path, mapped):
+        for s in site:
+            if s in f.parents and not any(s / f.relative_to(s).parts[0] in Path(m).parents for m in files):
+                roots.add(f)
     for f in map(Path, files):
         for s in site:
             if s in f.parents:
@@ -130,6 +139,7 @@ def install_mb(files: list[str]) -> float:
                 libs = s / f"{top.name}.libs"  # a repaired wheel's bundled libraries
                 if libs.is_dir():
                     roots.add(libs)
+    roots = {r for r in roots if not any(d in r.parents for d in roots)}  # a library inside a counted directory
     total = 0
     for r in roots:
         items = r.rglob("*") if r.is_dir() else [r]
@@ -177,7 +187,7 @@ def main() -> None:
         "baseline_ms": round(med(base), 1),
         "maxrss_mb": {m: round(med(r["maxrss_mb"] for r in rs), 1) for m, rs in runs.items()},
         "worker_hwm_mb": round(med(r["worker_hwm_mb"] for r in runs["process"]), 1),
-        "install_mb": round(install_mb(runs["thread"][0]["files"]), 1),
+        "install_mb": round(install_mb(runs["thread"][0]["files"], runs["thread"][0]["mapped"]), 1),
         "samples": SAMPLES,
     }
     result["ratio"] = {m: round(v / result["baseline_ms"], 3) for m, v in result["to_first_result_ms"].items()}

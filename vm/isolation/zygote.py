@@ -2,8 +2,8 @@
 needs and forks workers on request.
 
 It is never a fork of the host (a host may have threads of its own, such as a JVM's): the
-supervisor starts it with exec (``launch_command``). It imports the runtime, numpy, onnxruntime and
-the vetted library, creates no model session and starts no thread of its own (``main`` checks that
+supervisor starts it with exec (``launch_command``). It imports the runtime, numpy, ONNX Runtime's
+library (``vm.ml.ortapi``) and the vetted library, creates no model session and starts no thread of its own (``main`` checks that
 only the threads the imports started exist), then serves its control socket: ``spawn`` (with the
 worker's channel end attached) forks a worker (``vm.isolation.worker``); it reaps every child and
 reports each exit. When the supervisor goes away (the control socket closes), it kills its workers
@@ -26,7 +26,7 @@ from typing import Any
 
 import msgpack
 
-# Set before numpy and onnxruntime are imported: one thread each, and few malloc arenas (each
+# Set before numpy and ONNX Runtime are loaded: one thread each, and few malloc arenas (each
 # worker inherits these; their address space counts against the worker's limit).
 THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "NUMEXPR_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
@@ -45,13 +45,16 @@ def native_threads() -> int:
 
 def preload() -> None:
     """Import what any worker may need, so that a worker imports nothing after its lockdown. An
-    install without onnxruntime still runs bundles without models (a worker whose bundle has models
+    install without ONNX Runtime still runs bundles without models (a worker whose bundle has models
     then fails its load with a typed error, before its lockdown)."""
     import numpy  # noqa: F401
 
+    from vm.errors import IncompatibleError
+    from vm.ml import ortapi
+
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+        ortapi.load()
+    except IncompatibleError:
         pass
 
     import stdlib_slim

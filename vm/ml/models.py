@@ -2,17 +2,19 @@
 
 A bundle carries its models as bytes, decrypted in memory. ``load_models`` turns them into
 ``ModelSession`` objects once, when the bundle loads (never on the first request), using the
-``DeviceProfile`` from the runtime config. Models are handed to ONNX Runtime as bytes: no plaintext
+``DeviceProfile`` from the runtime config, through ONNX Runtime's C API (``vm.ml.ortapi``: the
+library the onnxruntime package ships, without importing the Python package). Models are handed to
+ONNX Runtime as bytes: no plaintext
 model is ever written to disk (no temp file, no ``optimized_model_filepath``, no profiling file),
 and the session keeps no reference to the plaintext bytes once it is built.
 
 ``ModelSession.run`` checks input names, dtypes and shapes before calling ONNX Runtime, so that a
 script's mistake reads as a clear ``ValueError``/``TypeError`` in the script's own error report. It
 honours the deadline of the guarded call it runs in (``vm.execution.watchdog``): ONNX Runtime's
-``RunOptions.terminate`` flag is raised from the watchdog thread when the deadline passes, and the
+``RunOptionsSetTerminate`` is called from the watchdog thread when the deadline passes, and the
 aborted run surfaces as ``vm.errors.Timeout``.
 
-``onnxruntime`` is imported lazily, so a bundle without models never pays for it.
+ONNX Runtime is loaded lazily (at the first session), so a bundle without models never pays for it.
 """
 from __future__ import annotations
 
@@ -111,27 +113,26 @@ class ModelSession:
         if len(model_bytes) == 0:
             raise BadInput(f"model {name!r}: model bytes are empty")
         try:
-            import onnxruntime as ort
-        except ImportError:
-            raise IncompatibleError(f"model {name!r}: this device has no onnxruntime, which bundles with models "
-                                    f"need") from None
+            from vm.ml import ortapi
+        except ImportError as exc:
+            raise IncompatibleError(f"model {name!r}: this device has no ONNX Runtime binding ({exc}), which "
+                                    f"bundles with models need") from None
 
         self.name = name
         self.profile = profile if profile is not None else DeviceProfile()
         self.size = len(model_bytes)
-        providers, provider_options = self.profile.providers()
         try:
-            self._session = ort.InferenceSession(
-                bytes(model_bytes), sess_options=self.profile.session_options(),
-                providers=providers, provider_options=provider_options)
-        except Exception as exc:  # ORT raises its own pybind exception types
-            raise BadInput(f"model {name!r}: ONNX Runtime cannot load it: {_ort_message(exc)}") from None
-        self.inputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self._session.get_inputs())
-        self.outputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self._session.get_outputs())
-        self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+            self._session = ortapi.Session(model_bytes, self.profile)
+        except IncompatibleError as exc:
+            raise IncompatibleError(f"model {name!r}: {exc.message}") from None
+        except ortapi.OrtError as exc:
+            raise BadInput(f"model {name!r}: ONNX Runtime cannot load it: {exc}") from None
+        self.inputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self._session.inputs)
+        self.outputs: tuple[TensorSpec, ...] = tuple(_spec(a) for a in self._session.outputs)
+        self.providers: tuple[str, ...] = tuple(self._session.providers)
         self._inputs_by_name = {s.name: s for s in self.inputs}
         self._output_names = [s.name for s in self.outputs]
-        self._ort = ort
+        self._ort_error = ortapi.OrtError
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{s.name}:{s.to_dict()['dtype']}{_fmt_shape(s.shape or ())}" for s in self.inputs)
@@ -211,34 +212,18 @@ class ModelSession:
         ctx = _current_context()
         if ctx is not None and ctx.remaining() <= 0:
             raise Timeout(f"model {self.name!r}: the call's deadline passed before the model ran")
-        ro = self._ort.RunOptions()
-        ro.log_severity_level = 4  # an aborted run is reported as Timeout, not logged as an ORT error
-        token = None
-        if ctx is not None:
-            def _terminate() -> None:
-                ro.terminate = True
-
-            token = ctx.add_cancel(_terminate)
+        ro = self._session.run_options()  # logs nothing: an aborted run is reported as Timeout
+        token = ctx.add_cancel(ro.terminate) if ctx is not None else None
         try:
-            result = self._session.run(names, dict(feeds), ro)
-        except Exception as exc:
-            if ro.terminate:
+            result = self._session.run(names, {k: feeds[k] for k in self._inputs_by_name}, ro)
+        except self._ort_error as exc:
+            if ro.terminated:
                 raise Timeout(f"model {self.name!r}: run aborted at the call's deadline") from None
-            raise RuntimeError(f"model {self.name!r}: {_ort_message(exc)}") from None
+            raise RuntimeError(f"model {self.name!r}: {exc}") from None
         finally:
             if token is not None:
                 ctx.remove_cancel(token)
         return dict(zip(names, result, strict=True))
-
-
-def _ort_message(exc: BaseException) -> str:
-    """ORT's message without its ``[ONNXRuntimeError] : N : KIND :`` prefix."""
-    text = " ".join(str(exc).split())
-    if text.startswith("[ONNXRuntimeError]"):
-        parts = text.split(" : ", 3)
-        if len(parts) == 4:
-            return parts[3]
-    return text or type(exc).__name__
 
 
 def load_models(models: Mapping[str, bytes], profile: DeviceProfile | None = None) -> dict[str, ModelSession]:

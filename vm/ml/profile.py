@@ -1,6 +1,8 @@
 """The device profile: how ONNX Runtime sessions are configured on a class of device (threads,
 graph optimisation, execution providers, memory arenas). Pure configuration, validated from the
-runtime config's ``device_profile``; ``onnxruntime`` is imported only to build session options.
+runtime config's ``device_profile``. The device applies it through ONNX Runtime's C API
+(``vm.ml.ortapi``); ``session_options`` builds the same settings for the onnxruntime Python package
+(what server-side tools and the parity tests use), which it imports only then.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ _OPT_LEVELS = {
     "all": "ORT_ENABLE_ALL",
 }
 _EXEC_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+# Session config entries that take the profile's allow_spinning ("1"/"0").
+_SPIN_ENTRIES = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 _CPU = "CPUExecutionProvider"
 _MAX_THREADS = 64
 
@@ -159,11 +163,14 @@ class DeviceProfile:
             "free_dim_overrides": dict(self.free_dim_overrides),
         }
 
-    def providers(self) -> tuple[list[str], list[dict[str, str]]]:
-        """Provider names and options this ORT build has, in preference order, ending with CPU."""
-        import onnxruntime as ort
+    def providers(self, available: Sequence[str] | None = None) -> tuple[list[str], list[dict[str, str]]]:
+        """Provider names and options this ORT build has (``available``; default: the Python
+        package's list), in preference order, ending with CPU."""
+        if available is None:
+            import onnxruntime as ort
 
-        available = set(ort.get_available_providers())
+            available = ort.get_available_providers()
+        available = set(available)
         names: list[str] = []
         options: list[dict[str, str]] = []
         for name, opts in self.execution_providers:
@@ -190,8 +197,8 @@ class DeviceProfile:
         so.log_severity_level = self.log_severity
         so.enable_profiling = False  # profiling writes files; never on device
         spin = "1" if self.allow_spinning else "0"
-        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        for entry in _SPIN_ENTRIES:
+            so.add_session_config_entry(entry, spin)
         for dim, size in self.free_dim_overrides:
             so.add_free_dimension_override_by_name(dim, size)
         return so
