@@ -102,3 +102,37 @@ def test_the_memory_budget_is_refused_in_thread_mode_on_free_threaded_314(keys_d
     assert "cannot be enforced in thread mode" in out["thread"] and "'process'" in out["thread"]
     assert out["process"] == 64 << 20
     assert "free-threaded" in out["install"]
+
+
+YIELDS = """
+import ctypes, json, threading
+from vm.execution import parking
+count = ctypes.CDLL(None).edgevm_test_yields
+count.restype = ctypes.c_long
+out = {}
+for name, event, cond in (("threading", threading.Event(), threading.Condition(threading.Lock())),
+                          ("parking", parking.Event(), parking.Condition(threading.Lock()))):
+    before = count()
+    for _ in range(100):  # waits that time out: nothing else holds the locks
+        assert not event.wait(0.001)
+        with cond:
+            assert not cond.wait(0.001)
+    out[name] = count() - before
+print(json.dumps(out))
+"""
+
+
+def test_waits_park_without_spinning_on_free_threaded_314(tmp_path: Path) -> None:
+    # An idle worker's or a caller's wait: threading's spins on sched_yield() before it sleeps (up to
+    # 40 times per wait on a multi-core machine), parking's goes to sleep at once.
+    shim = tmp_path / "yield_counter.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(Path(__file__).with_name("yield_counter.c"))],
+                   check=True, capture_output=True)
+    proc = subprocess.run([_python("3.14t"), "-c", YIELDS], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "LD_PRELOAD": str(shim)})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    if out["threading"] == 0:
+        pytest.skip("this CPython's locks do not spin on this machine (one CPU): nothing to compare")
+    assert out["threading"] >= 200  # the counter sees the spinning, at least once per wait
+    assert out["parking"] == 0, out
