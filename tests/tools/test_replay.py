@@ -92,7 +92,11 @@ def test_local_replay_is_byte_identical_to_the_c_host(logged: dict, device_resul
                   business=BUSINESS, out=tmp_path / "out", workers=2, progress=None)
     assert (done.rows, done.errors, done.engine) == (N_REQUESTS, 0, "local")
     table = pq.read_table(tmp_path / "out")
-    assert table.schema.names == ["key", "result", "error_code", "error_name", "error"]
+    assert table.schema.names == ["key", "result", "error_code", "error_name", "error", "result_items",
+                                  "result_scores"]
+    assert table.schema.field("result_items").type == pa.list_(pa.int64())
+    first = msgpack.unpackb(table.column("result")[0].as_py())
+    assert table.column("result_items")[0].as_py() == first["items"] and len(first["items"]) == 10
     assert table.column("key").to_pylist() == list(range(N_REQUESTS))  # the local engine keeps input order
     _assert_identical(_results(tmp_path / "out"), device_results)
 
@@ -170,3 +174,62 @@ def test_the_cli_replays_parquet_and_reports_on_stderr(make_bundle, keys_dir: Pa
     status = cli_main(["replay", str(bundle), "--keys", str(keys_dir), "--input", str(tmp_path / "in.parquet"),
                        "--system", "s", "--business", "b", "--out", str(tmp_path / "out")])
     assert status == 10 + BadInput.code and "already exists" in capsys.readouterr().err
+
+
+# ---- result columns -----------------------------------------------------------------------------
+
+COLUMNS_SCRIPT = """
+def entry(inputs):
+    x = inputs['x']
+    if x == 0:
+        return 7
+    if x == 1:
+        return {'n': 1, 'scores': [0.5, 1.5], 'tag': 'a', 'mixed': 'text'}
+    if x == 2:
+        return {'n': 2.5, 'scores': [], 'mixed': 3}
+    if x == 3:
+        return {'n': 3, 'scores': [2], 'tag': None, 'deep': {'a': [1, {'b': 2}]}}
+    return 1 // (x - x)
+"""
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_results_split_into_typed_columns_whatever_the_batches(request: pytest.FixtureRequest, make_bundle,
+                                                               keys_dir: Path, tmp_path: Path, engine: str) -> None:
+    if engine == "ray":
+        request.getfixturevalue("ray_cluster")
+    bundle = make_bundle({"features.py": COLUMNS_SCRIPT})
+    xs = [0, 1, 2, 3, 4, 1, 0, 3]
+    pq.write_table(pa.table({"request_id": list(range(len(xs))), "x": xs}), tmp_path / "in.parquet")
+    done = replay(bundle, keys_dir, tmp_path / "in.parquet", system="s", business="b", out=tmp_path / "out",
+                  engine=engine, workers=2 if engine == "ray" else 1, batch_rows=2,
+                  config={"isolation": "thread"}, progress=None)
+    assert (done.rows, done.errors) == (8, 1)
+    files = sorted((tmp_path / "out").glob("*.parquet"))
+    assert len({pq.read_schema(f) for f in files}) == 1, "every file of the job has one schema"
+    table = pq.read_table(tmp_path / "out").sort_by("key")
+    schema = table.schema
+    assert schema.names == ["key", "result", "error_code", "error_name", "error", "result_deep", "result_mixed",
+                            "result_n", "result_scores", "result_tag", "result_value"]
+    assert schema.field("result_n").type == pa.float64()          # ints and floats: double
+    assert schema.field("result_scores").type == pa.list_(pa.float64())
+    assert schema.field("result_tag").type == pa.string()
+    assert schema.field("result_value").type == pa.int64()
+    for name in ("result_mixed", "result_deep"):                   # no one type: each value's msgpack
+        assert schema.field(name).type == pa.binary() and schema.field(name).metadata == {b"edgevm": b"msgpack"}
+    rows = table.to_pylist()
+    assert [r["result_value"] for r in rows] == [7, None, None, None, None, None, 7, None]
+    assert [r["result_n"] for r in rows] == [None, 1.0, 2.5, 3.0, None, 1.0, None, 3.0]
+    assert [r["result_scores"] for r in rows] == [None, [0.5, 1.5], [], [2.0], None, [0.5, 1.5], None, [2.0]]
+    assert [r["result_tag"] for r in rows] == [None, "a", None, None, None, "a", None, None]
+    assert [None if r["result_mixed"] is None else msgpack.unpackb(r["result_mixed"]) for r in rows] == \
+        [None, "text", 3, None, None, "text", None, None]
+    assert msgpack.unpackb(rows[3]["result_deep"]) == {"a": [1, {"b": 2}]}
+    assert rows[4]["error_name"] == ScriptError.name and rows[4]["result"] is None
+    for r in rows:  # the columns are the msgpack result, split
+        if r["result"] is not None:
+            result = msgpack.unpackb(r["result"])
+            if isinstance(result, dict):
+                assert r["result_scores"] == result["scores"]
+            else:
+                assert r["result_value"] == result
