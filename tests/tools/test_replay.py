@@ -361,3 +361,16 @@ def test_event_replay_refuses_undeclared_tables_and_fails_a_user_whose_events_th
     assert (done.rows, done.errors) == (4, 1)
     assert [rows[k]["result_value"] for k in (1, 2, 3)] == [1, 1, 2]
     assert rows[4]["error_name"] == BadInput.name and "'page' must be str" in rows[4]["error"]
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_a_runtime_the_workers_cannot_start_is_the_job_s_typed_error(request: pytest.FixtureRequest, make_bundle,
+                                                                     keys_dir: Path, tmp_path: Path,
+                                                                     engine: str) -> None:
+    if engine == "ray":
+        request.getfixturevalue("ray_cluster")
+    bundle = make_bundle({"features.py": "def entry(inputs):\n    return 1\n"})
+    (tmp_path / "in.jsonl").write_text('{"request_id": 1}\n')
+    with pytest.raises(BadInput, match="deadline_ms"):
+        replay(bundle, keys_dir, tmp_path / "in.jsonl", system="s", business="b", out=tmp_path / "out",
+               engine=engine, workers=1, config={"deadline_ms": -5}, progress=None)

@@ -1,16 +1,17 @@
 """The Ray engine of ``edgevm replay`` (``vm.tools.replay``): the job is cut into work items (a
-slice of a Parquet row group, a byte range of a JSON Lines file; only the driver reads footers
-and file sizes), a Ray Data ``map_batches`` runs them over a fixed pool of actors
-(``ActorPoolStrategy``), each one ``Replayer`` that created its ``Runtime`` and loaded the bundle
-once, and each actor reads its items, runs them and writes their results as Parquet files itself;
-the driver only sees each item's row and error counts (its progress on stderr).
+slice of a Parquet row group, a byte range of a JSON Lines file, or a chunk of users with their
+events; only the driver reads footers and file sizes), run over a fixed pool of Ray actors
+(``ray.util.ActorPool``, one CPU each), each one ``Replayer`` that created its ``Runtime`` and
+loaded the bundle once; each actor reads its items, runs them and writes their results as Parquet
+files itself, and the driver only sees each item's row and error counts (its progress on stderr).
 
-Why the actors do the I/O, not Ray Data's ``read_parquet``/``write_parquet``: measured on the
-2-core machine (docs/replay.md), each of those operators (and the ``repartition`` that splits a
-few files into blocks for every actor) runs as Ray tasks in worker processes of their own, whose
-start (Python, Ray Data, pyarrow) cost seconds per job, and the repartition was a barrier before
-the first row ran. The actors already hold pyarrow, and the paths are on a filesystem every node
-sees (docs/replay.md, "Scaling out").
+Why plain actors, and not Ray Data's ``read_parquet`` → ``map_batches`` → ``write_parquet``:
+measured on the 2-core machine (docs/replay.md, "Measured here"), Ray Data ran the reading, the
+``repartition`` that splits a few files into blocks for every actor (a barrier before the first
+row ran) and the writing as tasks in worker processes of their own, and its actors import Ray
+Data before they start; those cost seconds per job, most of the gap to the local engine. The
+actors already hold pyarrow, and the paths are on a filesystem every node sees (docs/replay.md,
+"Scaling out").
 
 Without an address (and no Ray already running in this process) ``ray.init`` starts a local
 cluster of ``workers`` CPUs, shut down at the end.
@@ -32,7 +33,6 @@ MIN_ITEM_BYTES = 64 << 10  # a JSON Lines item reads at least this much
 def _ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401  (a submodule: import it once here)
     except ImportError:
         raise NotFound("replay --engine ray needs Ray: pip install 'edgevm[replay]'") from None
     return ray
@@ -65,7 +65,7 @@ def work_items(fmt: str, files: list[Path], workers: int, batch_rows: int) -> li
                 raise BadInput(f"replay input {path} is not a readable Parquet file: {exc}") from None
             groups += [(path, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
         total = sum(n for _, _, n in groups)
-        step = batch_rows * max(1, math.ceil(total / (want * batch_rows)))
+        step = batch_rows * max(1, round(total / (want * batch_rows)))
         for path, g, n in groups:
             items += [{"path": str(path), "group": g, "start": a, "stop": min(a + step, n)} for a in range(0, n, step)]
     else:
@@ -79,28 +79,32 @@ def work_items(fmt: str, files: list[Path], workers: int, batch_rows: int) -> li
 
 
 class _Actor:
-    """One Ray actor: a ``Replayer`` that runs the items it is given and writes their results."""
+    """One Ray actor: a ``Replayer`` that runs the work items it is given and writes their results."""
 
     def __init__(self, args: tuple, out_dir: str, batch_rows: int) -> None:
-        self.replayer = Replayer(*args)
         self.out_dir, self.batch_rows = Path(out_dir), batch_rows
+        self.replayer: Replayer | None = None
+        self.load_error: EdgeError | None = None
+        try:
+            self.replayer = Replayer(*args)
+        except EdgeError as exc:  # raised by run(): Ray reports a constructor's error only as the actor's death
+            self.load_error = exc
 
-    def __call__(self, batch: Any) -> Any:
-        pa = _pyarrow()
-        rows, errors = [], []
-        for item in batch.to_pylist():
-            writer = PartWriter(self.out_dir, f"part-{item['index']:05d}")
-            n = failed = 0
-            try:
-                for result in self._run(item):
-                    writer.write(result)
-                    n += result.num_rows
-                    failed += result.num_rows - result.column("error_code").null_count
-            finally:
-                writer.close()
-            rows.append(n)
-            errors.append(failed)
-        return pa.table({"rows": pa.array(rows, pa.int64()), "errors": pa.array(errors, pa.int64())})
+    def run(self, item: dict[str, Any]) -> tuple[int, int]:
+        """Run one work item into its own Parquet files; (rows, failed rows)."""
+        if self.replayer is None:
+            assert self.load_error is not None
+            raise self.load_error
+        writer = PartWriter(self.out_dir, f"part-{item['index']:05d}")
+        rows = failed = 0
+        try:
+            for result in self._run(item):
+                writer.write(result)
+                rows += result.num_rows
+                failed += result.num_rows - result.column("error_code").null_count
+        finally:
+            writer.close()
+        return rows, failed
 
     def _run(self, item: dict[str, Any]) -> Any:
         """The result tables of one item, a batch at a time."""
@@ -142,24 +146,25 @@ def run(args: tuple, fmt: str, files: list[Path], work: list[bytes] | None, out_
     if started and items:
         ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=progress is not None)
+    actors = []
     try:
         if items:
-            context = ray.data.DataContext.get_current()
-            context.enable_progress_bars = False  # the job's own progress lines, as the local engine's
-            ds = ray.data.from_items(items, override_num_blocks=len(items))
-            ds = ds.map_batches(_Actor, fn_constructor_args=(args, str(out_dir), batch_rows), batch_size=1,
-                                batch_format="pyarrow", num_cpus=1,
-                                compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2))
+            from ray.util import ActorPool
+
+            # Restarted (and the item retried, rewriting its own files) if a node or process dies.
+            actor = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=2)(_Actor)
+            actors = [actor.remote(args, str(out_dir), batch_rows) for _ in range(workers)]
             try:
-                for counts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    n, e = counts.column("rows").to_pylist(), counts.column("errors").to_pylist()
-                    done.add(sum(n), sum(e))
+                for rows, errors in ActorPool(actors).map_unordered(lambda a, item: a.run.remote(item), items):
+                    done.add(rows, errors)
             except Exception as exc:
                 error = _edge_error(exc)
                 if error is None:
                     raise Internal(f"the Ray job failed: {type(exc).__name__}: {str(exc)[:2000]}") from None
                 raise _ERRORS.get(error.code, Internal)(f"replay on Ray: {error.message}") from None
     finally:
+        for a in actors:
+            ray.kill(a)
         if started and ray.is_initialized():
             ray.shutdown()
     finish(out_dir)
