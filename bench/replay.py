@@ -60,7 +60,7 @@ def main() -> int:
         import ray
 
         t0 = time.monotonic()
-        ray.init(num_cpus=args.workers + 1, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(num_cpus=args.workers, include_dashboard=False, logging_level=logging.WARNING)
         ray_init_s = time.monotonic() - t0
         mismatches = 0
         speed = {}

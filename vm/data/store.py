@@ -21,7 +21,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,11 @@ INT64 = (-(1 << 63), (1 << 63) - 1)
 EARLY_COMMIT = 4096      # queued events of one table that start its commit before commit_ms
 PRUNE_CHUNK = 5000       # rows one retention delete removes (one short write transaction)
 PROGRESS_OPS = 1000      # SQLite VM steps between deadline checks
+
+
+def wall_ms() -> int:
+    """The wall clock in milliseconds since the epoch (the store's clock on a device)."""
+    return time.time_ns() // 1_000_000
 
 
 def _check_value(table: str, name: str, ftype: str, value: Any) -> Any:
@@ -72,8 +77,9 @@ class _Table:
     """One table: its file, its writer connection, idle reader connections, pending events, ring."""
 
     def __init__(self, key: str, spec: TableSpec, path: Path, keys: DeviceKeys, cfg: DataConfig, *,
-                 owner: str | None) -> None:
+                 owner: str | None, clock: Callable[[], int]) -> None:
         self.key, self.spec, self.path, self.owner = key, spec, path, owner
+        self.clock = clock
         self.cfg = cfg
         self.lock = threading.Lock()      # pending, error, ring order
         self.wlock = threading.Lock()     # the writer connection
@@ -241,6 +247,19 @@ class _Table:
                 self.counts["pruned"] += removed
         return removed
 
+    def empty(self) -> None:
+        """Delete every event, committed or queued, and empty the ring (a new device's table)."""
+        with self.wlock:
+            with self.lock:
+                self.pending = []
+                self.error = None
+                if self.ring is not None:
+                    self.ring = Ring(self.spec, self.ring.capacity, -1)
+            try:
+                self.conn.execute("DELETE FROM events")
+            except sqlite3.Error as exc:
+                raise storage_error(exc, f"table {self.spec.name}") from None
+
     # -- reading -----------------------------------------------------------------------------
 
     def reader(self) -> _Reader:
@@ -261,7 +280,7 @@ class _Table:
     def select(self, q: Query, deadline: float) -> dict[str, np.ndarray]:
         """Run a checked query: from the ring when it covers the window, else from the file."""
         if self.spec.max_age_ms is not None:  # what retention removes is never returned, pruned yet or not
-            oldest = time.time_ns() // 1_000_000 - self.spec.max_age_ms
+            oldest = self.clock() - self.spec.max_age_ms
             q.since_ms = oldest if q.since_ms is None else max(q.since_ms, oldest)
         ring = self.ring
         if ring is not None and ring.covers(0 if q.since_ms is None else q.since_ms):
@@ -397,6 +416,7 @@ class EventStore:
     def __init__(self, cfg: DataConfig, keys: DeviceKeys) -> None:
         self.cfg = cfg
         self.keys = keys
+        self.clock: Callable[[], int] = wall_ms  # ms since the epoch: retention's and a missing ts's "now"
         cfg.dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._tables: dict[str, _Table] = {}
@@ -418,7 +438,7 @@ class EventStore:
 
     def _open(self, key: str, spec: TableSpec, *, owner: str | None) -> _Table:
         file = f"{key}.db" if owner is None else f"bundle-{owner}--{spec.name}.db"
-        return _Table(key, spec, self.cfg.dir / file, self.keys, self.cfg, owner=owner)
+        return _Table(key, spec, self.cfg.dir / file, self.keys, self.cfg, owner=owner, clock=lambda: self.clock())
 
     # -- bundles -----------------------------------------------------------------------------
 
@@ -464,7 +484,7 @@ class EventStore:
         if self._closed:
             raise ResourceExhausted("the event store is closed")
         try:
-            ts, values, row = table.row(event, time.time_ns() // 1_000_000)
+            ts, values, row = table.row(event, self.clock())
         except BadInput as exc:
             with table.lock:
                 table.counts["refused"] += 1
@@ -475,6 +495,14 @@ class EventStore:
             self._queued.set()  # the writer thread sleeps until a queue has an event
         elif waiting >= EARLY_COMMIT:
             self._full.set()
+
+    def empty(self) -> None:
+        """Delete every event of every table, the host's and the bundles' (replay reuses one store
+        for one user after another: each starts as a new device)."""
+        with self._lock:
+            tables = list(self._tables.values())
+        for t in tables:
+            t.empty()
 
     def count_refused(self, reason: str) -> None:
         """Count one refused event by its reason (metrics' ``events.refused``)."""
@@ -506,7 +534,7 @@ class EventStore:
 
     def prune(self, now_ms: int | None = None) -> int:
         """Apply every table's retention now; the number of rows removed."""
-        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        now = self.clock() if now_ms is None else now_ms
         with self._lock:
             tables = [t for t in self._tables.values() if t.spec.max_age_ms or t.spec.max_rows]
         return sum(t.prune(now) for t in tables)

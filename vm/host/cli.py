@@ -400,6 +400,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _event_tables(specs: list[str] | None) -> dict[str, str] | None:
+    """``--events TABLE=PATH`` options as {table: path}."""
+    if not specs:
+        return None
+    tables = {}
+    for spec in specs:
+        table, sep, path = spec.partition("=")
+        if not sep or not table or not path or table in tables:
+            raise BadInput(f"--events takes TABLE=PATH, once per table, got {spec!r}")
+        tables[table] = path
+    return tables
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from vm.tools.replay import replay
 
@@ -409,6 +422,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     done = replay(args.bundle, args.keys, args.input, system=args.system, business=args.business, out=args.out,
                   engine=args.engine, workers=args.workers, ray_address=args.ray_address,
                   batch_rows=args.batch_rows, key_column=args.key_column, config=config,
+                  events=_event_tables(args.events), user_column=args.user_column, time_column=args.time_column,
                   progress=None if args.quiet else sys.stderr)
     _print_json({"rows": done.rows, "errors": done.errors, "out": str(done.out), "engine": done.engine,
                  "workers": done.workers, "seconds": round(done.seconds, 3)})
@@ -611,6 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", help="Ray cluster to join (default: start a local one)")
     p.add_argument("--batch-rows", type=_positive, default=256, metavar="N", help="requests per batch")
     p.add_argument("--key-column", default="request_id", help="the request key's column (default request_id)")
+    p.add_argument("--events", action="append", metavar="TABLE=PATH",
+                   help="a table's logged events (Parquet or JSON Lines): run each request on a store holding "
+                        "its user's events up to its time (tables declared in --config's data.tables)")
+    p.add_argument("--user-column", default="user_id", help="with --events: the user's column (default user_id)")
+    p.add_argument("--time-column", default="now", help="with --events: the request time, ms (default now)")
     p.add_argument("--isolation", choices=ISOLATION_MODES, help="runtime isolation of each worker's runtime")
     p.add_argument("--config", metavar="FILE", help="a JSON object of runtime options (docs/config.md)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")

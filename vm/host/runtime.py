@@ -466,6 +466,26 @@ class Runtime:
                 break
         return ids
 
+    def replay_events(self, events: list[dict[str, Any]], *, now_ms: int, reset: bool = False) -> None:
+        """Bring the event store to a device's state at ``now_ms``, for replay (``vm.tools.replay``):
+        with ``reset``, empty every table first (a new user's device); store ``events`` as ``track``
+        stores them (validated; no trigger fires: triggered tasks are not replayed); from then on the
+        store's clock reads ``now_ms`` (retention, a missing ``ts``), and retention is applied as of it,
+        so ``edge.events`` answers as the device's store did at that moment (docs/replay.md)."""
+        self._check_open()
+        if self._store is None:
+            raise NotFound("no event store is configured (config 'data')")
+        if type(now_ms) is not int or now_ms < 0:
+            raise BadInput(f"now_ms must be a non-negative int (milliseconds), got {now_ms!r}")
+        store = self._store
+        if reset:
+            store.empty()
+        store.clock = lambda: now_ms
+        for event in events:
+            store.track(event)
+        store.flush()
+        store.prune(now_ms)
+
     def _triggers(self) -> tuple[TriggerIndex, dict[str, _Loaded]]:
         with self._lock:
             current = tuple(self._bundles.values())

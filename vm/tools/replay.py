@@ -22,6 +22,7 @@ import base64
 import json
 import os
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -118,11 +119,16 @@ class Replayer:
         from vm import Runtime  # the device's public facade (docs/architecture.md)
 
         self.system, self.business, self.key_column = system, business, key_column
-        self.runtime = Runtime({**REPLAY_DEFAULTS, **config, "keys": dict(keyring)})
+        config = {**REPLAY_DEFAULTS, **config, "keys": dict(keyring)}
+        self._data_dir = None
+        if "data" in config:  # the event store lives in a directory of this worker's own
+            self._data_dir = tempfile.TemporaryDirectory(prefix="edgevm-replay-events-")
+            config["data"] = {**config["data"], "dir": self._data_dir.name}
+        self.runtime = Runtime(config)
         try:
             self.runtime.load(bundle)
         except BaseException:
-            self.runtime.close()
+            self.close()
             raise
 
     def __call__(self, batch: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -137,16 +143,56 @@ class Replayer:
             key_array = batch.column(self.key_column)
             rows = batch.drop_columns([self.key_column]).to_pylist()
             payloads = [msgpack.packb(row, use_bin_type=True) for row in rows]
+        return self._table(key_array, [self._run(payload) for payload in payloads])
+
+    def users(self, packed: bytes) -> pa.Table:
+        """Requests rebuilt from event tables (a chunk of ``vm.tools.replay_events.units``): each
+        user's requests in time order, each run once the store holds the user's events with ``ts``
+        up to the request time (the store emptied for each user). An event the store refuses fails
+        that request and the user's later ones with its error, as their history is not the device's."""
+        pa = _pyarrow()
+        keys: list[Any] = []
+        outcomes: list[tuple[bytes | None, EdgeError | None]] = []
+        for _user, requests, events in msgpack.unpackb(packed, raw=False, strict_map_key=False):
+            seen = dict.fromkeys(events, 0)  # events of each table already in the store
+            fresh, broken = True, None
+            for key, now, payload, code, message in requests:
+                keys.append(key)
+                if code is not None:
+                    outcomes.append((None, _ERRORS.get(code, Internal)(message)))
+                    continue
+                if broken is None:
+                    new = []
+                    for table, rows in events.items():
+                        end = seen[table]
+                        while end < len(rows) and rows[end]["ts"] <= now:
+                            end += 1
+                        new += rows[seen[table]:end]
+                        seen[table] = end
+                    try:
+                        self.runtime.replay_events(new, now_ms=now, reset=fresh)
+                        fresh = False
+                    except EdgeError as exc:
+                        broken = type(exc)(f"the user's events up to {now}: {exc.message}")
+                outcomes.append((None, broken) if broken is not None else self._run(payload))
+        key_array = pa.array(keys)
+        return self._table(key_array if key_array.type != pa.null() else key_array.cast(pa.string()), outcomes)
+
+    def _table(self, key_array: pa.Array, outcomes: list[tuple[bytes | None, EdgeError | None]]) -> pa.Table:
+        """The output rows: key, result, typed error, result columns (``vm.tools.replay_columns``)."""
+        from vm.tools import replay_columns
+
+        pa = _pyarrow()
         out: dict[str, list[Any]] = {name: [] for name in RESULT_COLUMNS}
-        for payload in payloads:
-            result, error = self._run(payload)
+        for result, error in outcomes:
             out["result"].append(result)
             out["error_code"].append(None if error is None else error.code)
             out["error_name"].append(None if error is None else error.name)
             out["error"].append(None if error is None else error.message)
         schema = result_schema(key_array.type)
-        return pa.Table.from_arrays([key_array, *(pa.array(out[c], schema.field(c).type) for c in RESULT_COLUMNS)],
-                                    schema=schema)
+        fields, arrays = replay_columns.columns(out["result"])
+        return pa.Table.from_arrays([key_array, *(pa.array(out[c], schema.field(c).type) for c in RESULT_COLUMNS),
+                                     *arrays], schema=pa.schema([*schema, *fields]))
 
     def _from_lines(self, lines: list[str]) -> tuple[list[str | None], list[bytes | EdgeError]]:
         """JSON Lines: each line's key (as text: JSON keys vary in type from line to line) and its
@@ -181,18 +227,26 @@ class Replayer:
             return None, Internal(f"{type(exc).__name__}: {exc}")
 
     def close(self) -> None:
-        self.runtime.close()
+        runtime = getattr(self, "runtime", None)
+        if runtime is not None:
+            runtime.close()
+        if self._data_dir is not None:
+            self._data_dir.cleanup()
 
 
 def replay(bundle: str | Path | bytes, keys: Any, input: str | Path, *, system: str, business: str,
            out: str | Path, engine: str = "local", workers: int | None = None, ray_address: str | None = None,
            batch_rows: int = 256, key_column: str = "request_id", config: Mapping[str, Any] | None = None,
+           events: Mapping[str, str | Path] | None = None, user_column: str = "user_id", time_column: str = "now",
            progress: TextIO | None = sys.stderr) -> ReplayResult:
     """Run entry ``system``/``business`` of ``bundle`` over every request in ``input``; write the
     results to the directory ``out`` (Parquet). ``keys`` is a keyring ``keys.load_device`` reads
     (the replay key of docs/bundle-format.md); ``config`` runtime options (docs/config.md) on top of
-    ``REPLAY_DEFAULTS``. The bundle is verified and decrypted here first, so a wrong key or a broken
-    bundle fails before any worker starts."""
+    ``REPLAY_DEFAULTS``. With ``events`` (table name → its logged events, Parquet or JSON Lines),
+    each request is run on a store holding its user's (``user_column``) events up to its time
+    (``time_column``, ms), the tables declared as on the device (``config["data"]["tables"]``;
+    ``vm.tools.replay_events``). The bundle is verified and decrypted here first, so a wrong key or
+    a broken bundle fails before any worker starts."""
     if engine not in ENGINES:
         raise BadInput(f"replay engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
@@ -217,18 +271,38 @@ def replay(bundle: str | Path | bytes, keys: Any, input: str | Path, *, system: 
         raise BadInput(f"replay output {out_dir} already exists and is not an empty directory")
     args = (data, keyring_doc(ring), extra, system, business, key_column)
     t0 = time.monotonic()
+    work = None
+    if events is not None:
+        from vm.tools import replay_events
+
+        work = replay_events.units(fmt, files, _event_inputs(events, extra), key_column=key_column,
+                                   user_column=user_column, time_column=time_column, batch_rows=batch_rows)
     if engine == "local":
-        rows, errors = _run_local(args, fmt, files, out_dir, workers, batch_rows, progress)
+        rows, errors = _run_local(args, fmt, files, work, out_dir, workers, batch_rows, progress)
     else:
         from vm.tools import replay_ray
 
-        rows, errors = replay_ray.run(args, fmt, files, out_dir, workers, batch_rows, ray_address, progress)
+        rows, errors = replay_ray.run(args, fmt, files, work, out_dir, workers, batch_rows, ray_address, progress)
     seconds = time.monotonic() - t0
     result = ReplayResult(rows=rows, errors=errors, out=out_dir, engine=engine, workers=workers, seconds=seconds)
     if progress is not None:
         print(f"replay: done, {rows} rows ({errors} failed) in {seconds:.1f} s, {result.rows_per_s:.0f} rows/s, "
               f"{engine} engine, {workers} workers -> {out_dir}", file=progress, flush=True)
     return result
+
+
+def _event_inputs(events: Mapping[str, str | Path], config: Mapping[str, Any]) -> dict[str, tuple[str, list[Path]]]:
+    """Each event table's input (format, files), checked against the tables the config declares."""
+    data = config.get("data")
+    declared = data.get("tables", {}) if isinstance(data, Mapping) else {}
+    if isinstance(data, Mapping) and "dir" in data:
+        raise BadInput("replay: config 'data.dir' is chosen by replay (a directory per worker); give only "
+                       "'data.tables' and the store's limits")
+    missing = sorted(set(events) - set(declared))
+    if missing or not events:
+        raise BadInput(f"replay --events: table(s) {', '.join(missing) or '(none given)'} not declared in "
+                       "config 'data.tables' (the host app's declaration, as on the devices)")
+    return {table: input_files(path) for table, path in events.items()}
 
 
 # ---- the local engine: a process pool --------------------------------------------------------------
@@ -247,11 +321,12 @@ def _init_worker(*args: Any) -> None:
         _worker_error = (exc.code, exc.message)
 
 
-def _replay_batch(batch: pa.Table) -> pa.Table | tuple[int, str]:
+def _replay_batch(batch: pa.Table | bytes) -> pa.Table | tuple[int, str]:
+    """In a pool process: a batch of requests (a table), or a chunk of users (``replay_events``)."""
     if _worker is None:
         assert _worker_error is not None
         return _worker_error
-    return _worker(batch)
+    return _worker.users(batch) if isinstance(batch, bytes) else _worker(batch)
 
 
 def read_batches(fmt: str, files: list[Path], batch_rows: int) -> Iterator[pa.Table]:
@@ -279,6 +354,42 @@ def read_batches(fmt: str, files: list[Path], batch_rows: int) -> Iterator[pa.Ta
             yield pa.table({TEXT_COLUMN: pa.array(lines, pa.string())})
 
 
+class PartWriter:
+    """Result tables into Parquet files ``<stem>-00000.parquet``, ``<stem>-00001.parquet``, ...: a
+    table with other result columns than the file's starts the next file (``finish`` brings the
+    files of a job to one schema)."""
+
+    def __init__(self, out_dir: Path, stem: str) -> None:
+        self.out_dir, self.stem = out_dir, stem
+        self.files: list[Path] = []
+        self._writer: Any = None
+
+    def write(self, table: pa.Table) -> None:
+        pa = _pyarrow()
+        if self._writer is None or not self._writer.schema.equals(table.schema, check_metadata=True):
+            self.close()
+            self.files.append(self.out_dir / f"{self.stem}-{len(self.files):05d}.parquet")
+            self._writer = pa.parquet.ParquetWriter(self.files[-1], table.schema)
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def finish(out_dir: Path) -> None:
+    """The end of a job: its Parquet files brought to one schema, or one empty file with the
+    schema when no row ran."""
+    from vm.tools import replay_columns
+
+    pa = _pyarrow()
+    files = sorted(out_dir.glob("*.parquet"))
+    if not files:
+        pa.parquet.write_table(result_schema(pa.string()).empty_table(), out_dir / "part-00000.parquet")
+    replay_columns.unify(files, len(RESULT_COLUMNS) + 1)
+
+
 class Progress:
     """Rows done, rows/s and errors on ``stream`` every few seconds (and nothing without a stream)."""
 
@@ -296,21 +407,20 @@ class Progress:
                   file=self.stream, flush=True)
 
 
-def _run_local(args: tuple, fmt: str, files: list[Path], out_dir: Path, workers: int, batch_rows: int,
-               progress: TextIO | None) -> tuple[int, int]:
+def _run_local(args: tuple, fmt: str, files: list[Path], work: list[bytes] | None, out_dir: Path, workers: int,
+               batch_rows: int, progress: TextIO | None) -> tuple[int, int]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    pa = _pyarrow()
     done = Progress(progress)
     out_dir.mkdir(parents=True, exist_ok=True)
-    writer = None
+    writer = PartWriter(out_dir, "part")
     # spawn: the pool's processes start fresh, never a fork of this one (pyarrow's threads, any lock).
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=args) as pool:
         try:
             pending: deque = deque()
-            batches = read_batches(fmt, files, batch_rows)
+            batches = read_batches(fmt, files, batch_rows) if work is None else iter(work)
             while True:
                 while len(pending) < 2 * workers and (batch := next(batches, None)) is not None:
                     pending.append(pool.submit(_replay_batch, batch))
@@ -320,17 +430,13 @@ def _run_local(args: tuple, fmt: str, files: list[Path], out_dir: Path, workers:
                 if isinstance(table, tuple):
                     code, message = table
                     raise _ERRORS.get(code, Internal)(f"replay worker could not load the bundle: {message}")
-                if writer is None:
-                    writer = pa.parquet.ParquetWriter(out_dir / "part-00000.parquet", table.schema)
-                writer.write_table(table)
+                writer.write(table)
                 done.add(table.num_rows, table.num_rows - table.column("error_code").null_count)
         except BaseException:
             for future in pending:
                 future.cancel()
             raise
         finally:
-            if writer is not None:
-                writer.close()
-    if writer is None:  # no rows: still an output with the schema
-        pa.parquet.write_table(result_schema(pa.string()).empty_table(), out_dir / "part-00000.parquet")
+            writer.close()
+    finish(out_dir)
     return done.rows, done.errors
