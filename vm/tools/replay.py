@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 ENGINES = ("local", "ray")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-TEXT_COLUMN = "text"  # the one column of a JSON Lines batch (what ray.data.read_text yields)
+TEXT_COLUMN = "text"  # the one column of a JSON Lines batch
 RESULT_COLUMNS = ("result", "error_code", "error_name", "error")
 # Every row runs: a breaker that opened after a few failing rows would fail the rows after them
 # without running them, and which rows those are would depend on batch order and timing.
