@@ -222,6 +222,57 @@ def entry(inputs):
     cls.slope = property(lambda self: 42)
     return "ESCAPED: patched a shared class"
 '''),
+    # format / format_map: a template's fields walk attributes of the arguments
+    Tech("format-template-built-at-run-time", source='''
+def entry(inputs):
+    template = "{0.__glo" + "bals__}"
+    return "ESCAPED: " + str(len(template.format(entry)))
+'''),
+    Tech("format-template-from-the-inputs", source='''
+def entry(inputs):
+    template = inputs.get("t", "{f.__globals__}")
+    return "ESCAPED: " + str(len(template.format_map({"f": entry})))
+'''),
+    Tech("format-field-in-a-nested-spec", source='''
+def entry(inputs):
+    template = "".join(["{0:{1.__code__.co_arg", "count}}"])  # the width comes from a code object
+    return "ESCAPED: " + template.format(1, entry)
+'''),
+    Tech("format-on-a-lying-str-subclass", source='''
+class Plain(str):
+    def __str__(self):
+        return "{}"
+
+
+def entry(inputs):
+    return "ESCAPED: " + str(len(Plain("{0.__globals__}").format(entry)))
+'''),
+    Tech("format-unbound-from-str", source='''
+def entry(inputs):
+    return "ESCAPED: " + str(len(str.format("{0.__glo" + "bals__}", entry)))
+'''),
+    Tech("format-unbound-from-own-str-subclass", source='''
+class Text(str):
+    pass
+
+
+def entry(inputs):
+    return "ESCAPED: " + str(len(Text.format("{0.__glo" + "bals__}", entry)))
+'''),
+    Tech("format-through-super", source='''
+class Text(str):
+    def format(self, *args):
+        return super().format(*args)
+
+
+def entry(inputs):
+    return "ESCAPED: " + str(len(Text("{0.__glo" + "bals__}").format(entry)))
+'''),
+    Tech("format-bound-method-kept", source='''
+def entry(inputs):
+    render = ("{0.__glo" + "bals__}").format
+    return "ESCAPED: " + str(len(render(entry)))
+'''),
     # module metadata: a module's own constants, not what the runtime puts in its namespace
     Tech("module-loader", ok=("NameError",), plain=False, source='''
 def entry(inputs):
@@ -336,6 +387,19 @@ class Outer:
 
 
 ORDER = []
+TEMPLATE = "{user}:{score:.{digits}f}"
+
+
+class Label(str):
+    pass
+
+
+class Report:
+    def __init__(self):
+        self.render = "[{}]".format
+
+    def format(self, n):
+        return "report " + str(n)
 
 
 def mark(tag, value):
@@ -362,6 +426,9 @@ def entry(inputs):
         "helper": [helper._cache, helper._count()], "getattr": getattr(c, "_hits"),
         "cls": [(1).__class__.__name__, [].__class__.__name__, c.__class__ is Child],
         "order": [ORDER, r._x], "inner": Outer.Inner().set(),
+        "format": [TEMPLATE.format(user="u", score=1.5, digits=2), ("{}-" + "{}").format(3, 4),
+                   "{a}/{b}".format_map({"a": 1, "b": 2}), Label("<{}>").format(4), Report().format(5),
+                   Report.format(Report(), 6), Report().render(7), helper.format(8)],
     }
 '''
 OWN_HELPER = '''
@@ -370,6 +437,10 @@ _cache = {"k": 1}
 
 def _count():
     return len(_cache)
+
+
+def format(n):
+    return "helper " + str(n)
 '''
 
 

@@ -68,8 +68,6 @@ REFUSED = [
     ("def f():\n    yield 1\ng = f().gi_frame\n", "gi_frame"),
     ("x = (lambda: 0).__code__\n", "'__code__'"),
     ("x = '{0.__class__}'.format(1)\n", "format field"),
-    ("fmt = '{}'\nx = fmt.format(1)\n", "literal format string"),
-    ("x = str.format('{}', 1)\n", "literal format string"),
     ("x = '{a[0]}'.format_map({'a': [1]})\n", "format field"),
     ("x = __builtins__\n", "'__builtins__'"),
     ("x = __import__('os')\n", "'__import__'"),
@@ -109,6 +107,9 @@ RUNTIME_CHECKED = [
     ("import math\nmath._x = 1\n", "'_x'"),
     ("class A:\n    def f(self):\n        return self._cache\n", "'_cache'"),
     ("class A:\n    def f(self):\n        del self.__x\n", "'_A__x'"),
+    ("fmt = '{}'\nx = fmt.format(1)\n", "literal format string"),
+    ("x = str.format('{}', 1)\n", "literal format string"),
+    ("class R:\n    def format(self):\n        return 1\nx = R().format()\n", "literal format string"),
 ]
 
 

@@ -7,17 +7,19 @@ The rules, in words:
   dunders excepted: ``__init__`` for ``super().__init__()``, ``__name__``, ``__doc__``, and the
   ordinary operator/protocol methods), nor the introspection attributes of frames, code objects,
   tracebacks, generators and coroutines, nor the file and raw-memory doors of numpy arrays;
-  two exceptions are decided at run time, where the object is known (``ATTRIBUTE_GUARDS``):
-  single-underscore attributes of the bundle's own objects, and ``obj.__class__`` (what ``type(obj)``
-  gives);
+  three exceptions are decided at run time, where the object is known (``ATTRIBUTE_GUARDS``):
+  single-underscore attributes of the bundle's own objects, ``obj.__class__`` (what ``type(obj)``
+  gives), and ``obj.format``/``format_map`` (below);
 - it may not read global names that start with ``__`` (the compiler's own ``__name__`` and
   ``__annotations__``, and a module's metadata constants such as ``__author__``, excepted); its own
   ``_private`` names are fine;
 - at module and class level it may assign the harmless dunders and define the ordinary dunder
   methods, but not hooks that run code at surprising times (``__del__``, ``__getattr__``,
   ``__init_subclass__``, ``__set_name__``, descriptors, ``__reduce__``...);
-- ``str.format``/``format_map`` only on a literal format string whose fields are plain names or
-  positions (no ``.attr`` or ``[item]`` inside fields).
+- ``str.format``/``format_map`` only on a format string whose fields are plain names or positions
+  (no ``.attr`` or ``[item]`` inside fields): checked at pack time for a literal, at run time for a
+  string built or bound elsewhere; an attribute named ``format`` of anything else only if the
+  bundle's own code defines it.
 This module must stay importable with the standard library alone (the compile worker imports it
 under every target interpreter).
 """
@@ -81,10 +83,11 @@ COMPILER_WRITTEN: frozenset[str] = frozenset({
 
 # Attributes the static checks cannot judge, because the answer depends on the object: the compiler
 # (vm/tools/compile_worker.py) writes ``obj._x`` as ``__edge_getattr__(obj, "_x")`` (and
-# ``obj.__class__`` likewise), ``obj._x = v`` as ``__edge_setattr__(v, obj, "_x")``, and other stores
+# ``obj.__class__``, ``obj.format`` and ``obj.format_map`` likewise), ``obj._x = v`` as ``__edge_setattr__(v, obj, "_x")``, and other stores
 # and deletes as ``__edge_attrs__(obj)["_x"]``. These sandbox builtins (vm.sandbox.builtins) allow
-# single-underscore names only on the bundle's own objects and answer ``__class__`` as ``type()``
-# does; the bytecode itself still may not name them.
+# single-underscore names only on the bundle's own objects, answer ``__class__`` as ``type()``
+# does and check a format string's fields before they hand out its ``format``; the bytecode itself
+# still may not name them (``format`` only right after a literal it checks).
 ATTRIBUTE_GUARDS: dict[str, str] = {"load": "__edge_getattr__", "assign": "__edge_setattr__",
                                     "store": "__edge_attrs__"}
 
@@ -154,7 +157,7 @@ def private_attribute(name: str) -> bool:
 
 def guarded_attribute(name: str, *, store: bool = False) -> bool:
     """True if the static checks leave attribute ``name`` to the run-time guards (``ATTRIBUTE_GUARDS``)."""
-    return private_attribute(name) or (name == "__class__" and not store)
+    return private_attribute(name) or (not store and (name == "__class__" or name in FORMAT_METHODS))
 
 
 def named_attribute_problem(name: str, *, store: bool = False) -> str | None:

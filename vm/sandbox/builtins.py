@@ -270,7 +270,59 @@ def _guarded_load(obj: Any, name: str) -> Any:
         return getattr(obj, name)
     if type(name) is str and name == "__class__":
         return _safe_type(obj)
+    if type(name) is str and name in rules.FORMAT_METHODS:
+        return _format_attr(obj, name)
     _check_attr(obj, name, False)
+    return getattr(obj, name)
+
+
+_type_dict = type.__dict__["__dict__"].__get__  # a class's own namespace, whatever the class says
+_type_mro = type.__dict__["__mro__"].__get__
+_FORMAT_REFUSED = ("attribute '{}' is only reachable on a format string whose fields are plain names or "
+                   "positions, or on the bundle's own objects")
+_TEMPLATE_CACHE_CHARS = 256  # short templates' verdicts are cached; longer ones are parsed per call
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_format_problem(text: str) -> str | None:
+    return rules.format_string_problem(text)
+
+
+def _defined_by_own_class(cls: type, name: str) -> bool | None:
+    """Whether the class that ``name`` resolves to on ``cls`` is the bundle's own (None: no class
+    on ``cls``'s MRO defines it)."""
+    for klass in _type_mro(cls):
+        if name in _type_dict(klass):
+            return id(klass) in _own_classes
+    return None
+
+
+def _format_attr(obj: Any, name: str) -> Any:
+    """``obj.format`` / ``obj.format_map``: a string's only if its fields are plain names or
+    positions (a field like ``{0.__globals__}`` walks attributes of the arguments), anything
+    else's only if the bundle's own code defines it (a library's ``format`` may take a template)."""
+    if isinstance(obj, str):
+        text = str.__str__(obj)  # the characters str.format reads, whatever a subclass says
+        problem = (_cached_format_problem(text) if len(text) <= _TEMPLATE_CACHE_CHARS
+                   else rules.format_string_problem(text))
+        if problem is not None:
+            raise PolicyViolation(problem)
+        return getattr(obj, name)
+    t = type(obj)
+    if t is types.ModuleType:
+        own = obj in _own_modules
+    elif t is super:  # would resolve past the class it names: not worth the bookkeeping
+        own = False
+    elif isinstance(obj, type):  # the class's MRO first, then its metaclass's
+        own = _defined_by_own_class(obj, name)
+        if own is None:
+            own = _defined_by_own_class(t, name)
+    else:
+        own = _defined_by_own_class(t, name)
+        if own is None:  # an instance attribute (what the bundle's code stored), or none at all
+            own = id(t) in _own_classes
+    if not own:
+        raise PolicyViolation(_FORMAT_REFUSED.format(name))
     return getattr(obj, name)
 
 

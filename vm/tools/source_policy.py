@@ -142,9 +142,8 @@ class _Visitor(ast.NodeVisitor):
         # Names left to the run-time guards are compiled into guard calls (see guarded_attributes).
         problem = None if rules.guarded_attribute(node.attr, store=store) else \
             rules.attribute_problem(node.attr, store=store)
-        if problem is None and node.attr in rules.FORMAT_METHODS and isinstance(node.ctx, ast.Load):
-            literal = node.value.value if isinstance(node.value, ast.Constant) else None
-            problem = rules.format_string_problem(literal)
+        if problem is None and node.attr in rules.FORMAT_METHODS and isinstance(node.value, ast.Constant):
+            problem = rules.format_string_problem(node.value.value)  # known now: said at pack time
         if problem:
             self.fail(node, problem)
         self.visit(node.value)
