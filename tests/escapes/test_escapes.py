@@ -942,7 +942,7 @@ FALSE_POSITIVES = {
 
 # Idioms that used to be refused and now run (kept with the false positives for their history).
 FIXED = {"future-annotations-dataclass", "private-attribute", "class-name-in-repr", "namedtuple-methods",
-         "format-on-a-constant", "own-format-method"}
+         "format-on-a-constant", "own-format-method", "frozen-dataclass-post-init"}
 
 
 @pytest.mark.parametrize("case", [pytest.param(k, marks=() if k in FIXED else hole("FALSE POSITIVE: " + v[2]))

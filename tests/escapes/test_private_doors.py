@@ -34,7 +34,8 @@ from vm.host.runtime import Runtime
 from vm.tools.packer import PackError
 
 # Techniques that need a model in their bundle (``edge.model(...)``).
-WITH_MODEL = {"model-facade-session", "model-session-via-unbound-method", "model-session-via-getattr"}
+WITH_MODEL = {"model-facade-session", "model-session-via-unbound-method", "model-session-via-getattr",
+              "object-setattr-on-the-model-facade"}
 
 DOORS: list[Tech] = [
     # private attributes of objects the bundle did not create
@@ -272,6 +273,60 @@ def entry(inputs):
 def entry(inputs):
     render = ("{0.__glo" + "bals__}").format
     return "ESCAPED: " + str(len(render(entry)))
+'''),
+    # object.__setattr__: past a frozen class's __setattr__, on the bundle's own instances only
+    Tech("object-setattr-on-a-library-instance", source='''
+import statistics
+
+
+def entry(inputs):
+    d = statistics.NormalDist(1.0, 2.0)
+    object.__setattr__(d, "_mu", 42.0)  # a slot of a library object, past its class
+    return "ESCAPED: " + str(d.mean)
+'''),
+    Tech("object-setattr-on-the-model-facade", plain=False, source='''
+import edge
+
+
+def entry(inputs):
+    m = edge.model(edge.models[0])
+    object.__setattr__(m, "_session", None)
+    return "ESCAPED: replaced the session"
+'''),
+    Tech("object-setattr-swaps-the-class", source='''
+class Own:
+    pass
+
+
+class Other:
+    pass
+
+
+def entry(inputs):
+    o = Own()
+    object.__setattr__(o, "__class__", Other)  # __class__ stores stay refused, through any door
+    return "ESCAPED: " + type(o).__name__
+'''),
+    Tech("object-setattr-via-a-shadowed-object", ok=("TypeError",), source='''
+import statistics
+
+object = statistics.NormalDist
+
+
+def entry(inputs):
+    setter = object.__setattr__
+    d = statistics.NormalDist(1.0, 2.0)
+    setter(d, "_mu", 42.0)
+    return "ESCAPED: " + str(d.mean)
+'''),
+    Tech("setattr-dunder-of-an-instance", source='''
+import statistics
+
+
+def entry(inputs):
+    d = statistics.NormalDist(1.0, 2.0)
+    d.__setattr__("_mu", 42.0)  # POLICY
+    return "ESCAPED: " + str(d.mean)
 '''),
     # module metadata: a module's own constants, not what the runtime puts in its namespace
     Tech("module-loader", ok=("NameError",), plain=False, source='''

@@ -7,9 +7,10 @@ The rules, in words:
   dunders excepted: ``__init__`` for ``super().__init__()``, ``__name__``, ``__doc__``, and the
   ordinary operator/protocol methods), nor the introspection attributes of frames, code objects,
   tracebacks, generators and coroutines, nor the file and raw-memory doors of numpy arrays;
-  three exceptions are decided at run time, where the object is known (``ATTRIBUTE_GUARDS``):
+  four exceptions are decided at run time, where the object is known (``ATTRIBUTE_GUARDS``):
   single-underscore attributes of the bundle's own objects, ``obj.__class__`` (what ``type(obj)``
-  gives), and ``obj.format``/``format_map`` (below);
+  gives), ``object.__setattr__`` (on the bundle's own instances: frozen dataclasses'
+  ``__post_init__``) and ``obj.format``/``format_map`` (below);
 - it may not read global names that start with ``__`` (the compiler's own ``__name__`` and
   ``__annotations__``, and a module's metadata constants such as ``__author__``, excepted); its own
   ``_private`` names are fine;
@@ -88,6 +89,10 @@ COMPILER_WRITTEN: frozenset[str] = frozenset({
 # single-underscore names only on the bundle's own objects, answer ``__class__`` as ``type()``
 # does and check a format string's fields before they hand out its ``format``; the bytecode itself
 # still may not name them (``format`` only right after a literal it checks).
+# Dunder reads the guards answer: ``obj.__class__`` (what ``type(obj)`` gives) and
+# ``object.__setattr__`` (a frozen dataclass's ``__post_init__``: the bundle's own instances only).
+RUNTIME_DUNDERS: frozenset[str] = frozenset({"__class__", "__setattr__"})
+
 ATTRIBUTE_GUARDS: dict[str, str] = {"load": "__edge_getattr__", "assign": "__edge_setattr__",
                                     "store": "__edge_attrs__"}
 
@@ -157,7 +162,7 @@ def private_attribute(name: str) -> bool:
 
 def guarded_attribute(name: str, *, store: bool = False) -> bool:
     """True if the static checks leave attribute ``name`` to the run-time guards (``ATTRIBUTE_GUARDS``)."""
-    return private_attribute(name) or (not store and (name == "__class__" or name in FORMAT_METHODS))
+    return private_attribute(name) or (not store and (name in RUNTIME_DUNDERS or name in FORMAT_METHODS))
 
 
 def named_attribute_problem(name: str, *, store: bool = False) -> str | None:

@@ -272,8 +272,19 @@ def _guarded_load(obj: Any, name: str) -> Any:
         return _safe_type(obj)
     if type(name) is str and name in rules.FORMAT_METHODS:
         return _format_attr(obj, name)
+    if obj is object and type(name) is str and name == "__setattr__":
+        return _object_setattr
     _check_attr(obj, name, False)
     return getattr(obj, name)
+
+
+def _object_setattr(target: Any, name: str, value: Any) -> None:
+    """``object.__setattr__`` as scripts get it: past the class's own ``__setattr__`` (a frozen
+    dataclass's), on the bundle's own instances only, under the attribute rules."""
+    if id(type(target)) not in _own_classes:
+        raise PolicyViolation("object.__setattr__ is available only on instances of the bundle's own classes")
+    _check_attr(target, name, True)
+    object.__setattr__(target, name, value)
 
 
 _type_dict = type.__dict__["__dict__"].__get__  # a class's own namespace, whatever the class says

@@ -144,6 +144,9 @@ class _Visitor(ast.NodeVisitor):
             rules.attribute_problem(node.attr, store=store)
         if problem is None and node.attr in rules.FORMAT_METHODS and isinstance(node.value, ast.Constant):
             problem = rules.format_string_problem(node.value.value)  # known now: said at pack time
+        if problem is None and node.attr == "__setattr__" and not (isinstance(node.value, ast.Name)
+                                                                    and node.value.id == "object"):
+            problem = rules.attribute_problem(node.attr)  # only object.__setattr__ is left to run time
         if problem:
             self.fail(node, problem)
         self.visit(node.value)
